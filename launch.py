@@ -1,0 +1,35 @@
+"""python launch.py [group=option ...] [key=value ...]
+
+    python launch.py                                   # tiny InternVL finetune on this CPU
+    python launch.py model=internvl_20b hw=a800 nodes=4 cluster=slurm dry_run=true run_dir=DIR
+    python launch.py -m per_device_batch_size=1,2,4 gradient_accumulation_steps=4,8  # sweep
+    python launch.py status|logs|cancel|report PATH...
+
+Compose (Hydra) -> check -> plan -> write the run dir -> dispatch; see docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+VERBS = ("status", "logs", "cancel", "report")
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if argv and argv[0] in VERBS:
+        from launcher.jobctl import main as jobctl_main
+
+        return jobctl_main(argv)
+    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
+        # Hydra's own command line: sweeps (-m), --cfg, --help, ...
+        from launcher.sweep import hydra_main
+
+        return hydra_main()
+    from launcher.pipeline import main as pipeline_main
+
+    return pipeline_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

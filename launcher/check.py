@@ -1,0 +1,339 @@
+"""Check a JobSpec before anything is written or submitted.
+
+`check(spec)` is pure apart from looking at the file system (paths, PATH) and returns the
+derived numbers together with *every* problem, each naming the setting to change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.spec import JobSpec, Problem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Derived:
+    """Numbers computed once, with exact division, and printed once."""
+
+    nodes: int
+    gpus_per_node: int
+    world_size: int
+    per_device_batch_size: int
+    gradient_accumulation_steps: int
+    global_batch_size: int
+
+    def summary(self) -> str:
+        return (
+            f"world size {self.world_size} ({self.nodes} node(s) x {self.gpus_per_node}), "
+            f"per-device batch {self.per_device_batch_size}, "
+            f"accumulation {self.gradient_accumulation_steps}, "
+            f"global batch {self.global_batch_size}"
+        )
+
+
+def resolve_batch(spec: JobSpec) -> tuple[tuple[int, int, int] | None, list[Problem]]:
+    """global = per_device x accumulation x world size, exactly. Any two give the third.
+
+    With fewer than two given on the command line, the model's defaults fill in:
+    first its per_device_batch_size, then its global_batch_size, else accumulation 1.
+    """
+    world = spec.world_size
+    pdb, ga, gbs = (
+        spec.per_device_batch_size,
+        spec.gradient_accumulation_steps,
+        spec.global_batch_size,
+    )
+    problems = [
+        Problem(name, f"must be a positive integer, got {value}")
+        for name, value in (
+            ("per_device_batch_size", pdb),
+            ("gradient_accumulation_steps", ga),
+            ("global_batch_size", gbs),
+        )
+        if value is not None and value < 1
+    ]
+    if problems or world < 1:
+        return None, problems
+    given = sum(v is not None for v in (pdb, ga, gbs))
+    if given < 2 and pdb is None:
+        pdb, given = spec.model.per_device_batch_size, given + 1
+    if given < 2 and gbs is None and spec.model.global_batch_size is not None:
+        gbs, given = spec.model.global_batch_size, given + 1
+    if given < 2 and ga is None:
+        ga = 1
+    if gbs is None:
+        return (pdb, ga, pdb * ga * world), []
+    if ga is None:
+        per_step = pdb * world
+        if gbs % per_step:
+            return None, [
+                Problem(
+                    "global_batch_size",
+                    f"{gbs} is not a multiple of per_device_batch_size x world size = "
+                    f"{pdb} x {world} = {per_step}; set global_batch_size to a multiple "
+                    f"of {per_step} or give gradient_accumulation_steps",
+                )
+            ]
+        return (pdb, gbs // per_step, gbs), []
+    if pdb is None:
+        per_device_total = ga * world
+        if gbs % per_device_total:
+            return None, [
+                Problem(
+                    "global_batch_size",
+                    f"{gbs} is not a multiple of gradient_accumulation_steps x world size = "
+                    f"{ga} x {world} = {per_device_total}",
+                )
+            ]
+        return (gbs // per_device_total, ga, gbs), []
+    if pdb * ga * world != gbs:
+        return None, [
+            Problem(
+                "global_batch_size",
+                f"{gbs} != per_device_batch_size x gradient_accumulation_steps x world size = "
+                f"{pdb} x {ga} x {world} = {pdb * ga * world}; give only two of the three",
+            )
+        ]
+    return (pdb, ga, gbs), []
+
+
+def lookup(spec: Any, dotted: str) -> Any:
+    obj = spec
+    for part in dotted.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+def check(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
+    """Return (derived numbers or None, every problem, warnings)."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    if spec.nodes < 1:
+        problems.append(Problem("nodes", f"must be >= 1, got {spec.nodes}"))
+    if spec.hw.devices_per_node < 1:
+        problems.append(Problem("hw.devices_per_node", "must be >= 1"))
+    batch, batch_problems = resolve_batch(spec)
+    problems += batch_problems
+    problems += _check_hw(spec)
+    problems += _check_parallelism(spec)
+    problems += _check_model(spec)
+    problems += _check_benchmark(spec, batch)
+    missing = _missing_paths(spec)
+    if spec.dry_run:
+        warnings += [f"{p.setting}: {p.message} (dry run: not required now)" for p in missing]
+    else:
+        problems += missing
+        problems += _check_cluster_tools(spec)
+    problems += _check_run_dir(spec)
+    derived = None
+    if batch is not None and spec.nodes >= 1:
+        pdb, ga, gbs = batch
+        derived = Derived(
+            nodes=spec.nodes,
+            gpus_per_node=spec.hw.devices_per_node,
+            world_size=spec.world_size,
+            per_device_batch_size=pdb,
+            gradient_accumulation_steps=ga,
+            global_batch_size=gbs,
+        )
+    return derived, problems, warnings
+
+
+def _check_hw(spec: JobSpec) -> list[Problem]:
+    hw = spec.hw
+    out = []
+    if hw.gres:
+        count = hw.gres.rsplit(":", 1)[-1]
+        if not count.isdigit() or int(count) != hw.devices_per_node:
+            out.append(
+                Problem(
+                    "hw.gres",
+                    f"'{hw.gres}' does not ask for hw.devices_per_node={hw.devices_per_node} "
+                    f"devices (write e.g. gpu:{hw.devices_per_node})",
+                )
+            )
+    if hw.accelerator == "cpu" and hw.precision != "fp32":
+        out.append(Problem("hw.precision", "CPUs train in fp32 here (bf16 matmul is ~100x slower)"))
+    if hw.accelerator == "cpu" and hw.dist_backend != "gloo":
+        out.append(Problem("hw.dist_backend", "CPU processes communicate with gloo"))
+    return out
+
+
+def _check_parallelism(spec: JobSpec) -> list[Problem]:
+    par = spec.parallelism
+    out = []
+    if (par.offload_optimizer or par.offload_param) and spec.hw.accelerator == "cpu":
+        out.append(
+            Problem(
+                "parallelism",
+                f"{par.name} offloads to CPU memory; hw=cpu has nothing to offload from (use zero1/zero2/zero3)",
+            )
+        )
+    if par.offload_param and par.zero_stage != 3:
+        out.append(Problem("parallelism.offload_param", "parameter offload needs zero_stage 3"))
+    if par.zero_stage == 0 and spec.model.engine in ("internvl_official", "xtuner"):
+        out.append(
+            Problem(
+                "parallelism", f"engine {spec.model.engine} runs with a DeepSpeed ZeRO stage 1-3"
+            )
+        )
+    return out
+
+
+def _check_model(spec: JobSpec) -> list[Problem]:
+    m = spec.model
+    out = []
+    if m.engine in ("internvl_chat", "internvl_official"):
+        if not (m.path or (m.vision_path and m.llm_path)):
+            out.append(
+                Problem(
+                    "model.path",
+                    "set a full checkpoint (model.path) or both model.vision_path and model.llm_path",
+                )
+            )
+        if m.path and (m.vision_path or m.llm_path):
+            out.append(
+                Problem(
+                    "model.path",
+                    "give either a full checkpoint or separate vision/LLM checkpoints, not both",
+                )
+            )
+        if m.force_image_size % m.patch_size:
+            out.append(
+                Problem(
+                    "model.force_image_size",
+                    f"{m.force_image_size} is not a multiple of patch_size {m.patch_size}",
+                )
+            )
+        tiles = m.max_dynamic_patch + (1 if m.use_thumbnail and m.max_dynamic_patch > 1 else 0)
+        image_tokens = m.num_image_token * (tiles if m.dynamic_image_size else 1) + 2
+        if spec.seq_len <= image_tokens:
+            out.append(
+                Problem(
+                    "seq_len",
+                    f"{spec.seq_len} leaves no room for text: one image can take {image_tokens} tokens "
+                    f"({tiles} tiles x {m.num_image_token}); raise seq_len or lower model.max_dynamic_patch",
+                )
+            )
+    if m.engine == "internvl_official" and not m.internvl_root:
+        out.append(
+            Problem(
+                "model.internvl_root",
+                "engine=internvl_official needs your checkout of OpenGVLab/InternVL",
+            )
+        )
+    if m.engine == "xtuner" and not m.xtuner_base:
+        out.append(
+            Problem("model.xtuner_base", "engine=xtuner needs a base config under xtuner_cfgs/")
+        )
+    if spec.max_steps is not None and spec.max_steps < 1:
+        out.append(Problem("max_steps", f"must be >= 1 or null, got {spec.max_steps}"))
+    if spec.seq_len < 16:
+        out.append(Problem("seq_len", f"{spec.seq_len} is too short"))
+    if spec.lr <= 0:
+        out.append(Problem("lr", f"must be > 0, got {spec.lr}"))
+    return out
+
+
+def _check_benchmark(spec: JobSpec, batch: tuple[int, int, int] | None) -> list[Problem]:
+    b = spec.benchmark
+    origin = f"benchmark {b.name}" + (f" (seed {b.seed})" if b.seed else "")
+    out = []
+    for key, wanted in b.locked.items():
+        try:
+            actual = lookup(spec, key)
+        except (AttributeError, KeyError):
+            out.append(Problem(f"benchmark.locked.{key}", "names no setting"))
+            continue
+        if actual != wanted:
+            out.append(
+                Problem(
+                    key,
+                    f"is locked to {wanted!r} by {origin}; got {actual!r}. Only the parallel strategy, per-device batch and accumulation may change",
+                )
+            )
+    if (
+        b.max_global_batch_size is not None
+        and batch is not None
+        and batch[2] > b.max_global_batch_size
+    ):
+        out.append(
+            Problem(
+                "global_batch_size",
+                f"{batch[2]} exceeds {b.max_global_batch_size}, the most {origin} allows",
+            )
+        )
+    return out
+
+
+def _exists(path: str | None) -> bool:
+    return path is not None and Path(path).exists()
+
+
+def _missing_paths(spec: JobSpec) -> list[Problem]:
+    m, d = spec.model, spec.data
+    out = []
+    model_paths = [] if m.make_tiny else [("model.path", m.path)]
+    model_paths += [
+        ("model.vision_path", m.vision_path),
+        ("model.llm_path", m.llm_path),
+        ("model.mlp_path", m.mlp_path),
+    ]
+    model_paths += [("model.internvl_root", m.internvl_root)]
+    data_paths = (
+        []
+        if d.generate
+        else [
+            ("data.meta_file", d.meta_file),
+            ("data.eval_meta_file", d.eval_meta_file),
+            ("data.json_path", d.json_path),
+            ("data.image_folder", d.image_folder),
+        ]
+    )
+    if not d.generate:
+        for name, entry in d.datasets.items():
+            data_paths += [
+                (f"data.datasets.{name}.root", entry.root),
+                (f"data.datasets.{name}.annotation", entry.annotation),
+            ]
+    for setting, path in model_paths + data_paths:
+        if path is not None and not _exists(path):
+            out.append(Problem(setting, f"path does not exist: {path}"))
+    return out
+
+
+def _check_cluster_tools(spec: JobSpec) -> list[Problem]:
+    c = spec.cluster
+    if c.kind == "slurm" and shutil.which("sbatch") is None:
+        return [
+            Problem(
+                "cluster",
+                "cluster=slurm but sbatch is not on PATH (run on a login node, or use cluster=local)",
+            )
+        ]
+    if c.kind == "wrapper":
+        if not c.command:
+            return [Problem("cluster.command", "the wrapper command is empty")]
+        if shutil.which(c.command[0]) is None:
+            return [Problem("cluster.command", f"{c.command[0]!r} is not on PATH")]
+    return []
+
+
+def _check_run_dir(spec: JobSpec) -> list[Problem]:
+    run = Path(spec.run_dir)
+    if "\n" in spec.run_dir:
+        return [Problem("run_dir", "must not contain a newline")]
+    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+        return [
+            Problem(
+                "run_dir",
+                f"{run} already exists and is not empty; choose another run_dir (nothing is overwritten)",
+            )
+        ]
+    if os.path.exists(run.parent) and not os.access(run.parent, os.W_OK):
+        return [Problem("run_dir", f"cannot write to {run.parent}")]
+    return []

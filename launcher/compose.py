@@ -1,0 +1,119 @@
+"""Compose conf/ with Hydra, reporting every bad override at once.
+
+Hydra stops at the first unknown key or missing group option; `compose()` keeps going so
+the user sees all of them in one error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from launcher.spec import ConfigError, Problem
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark")
+
+_UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'|Key '([^']+)' is not in struct")
+_MISSING_OPTION = re.compile(r"Could not find '([^/']+)/([^']+)'")
+_BAD_VALUE = re.compile(r"Error merging override ([^=\s]+)=")
+
+
+def available_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """Sweep overrides (a=1,2) become their first value, so composition checks the keys."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    out = []
+    for text, o in zip(overrides, parsed, strict=True):
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()))
+            out.append(f"{o.get_key_element()}={first}")
+        else:
+            out.append(text)
+    return out
+
+
+def compose(overrides: list[str]) -> tuple[DictConfig, list[Problem]]:
+    """Compose config.yaml with `overrides`, leaving out the bad ones.
+
+    Returns the config and one Problem per bad override, so later checks can add theirs to
+    the same list; raises ConfigError only when nothing can be composed at all.
+    """
+    problems: list[Problem] = []
+    try:
+        remaining = _first_values([o for o in overrides if not o.startswith("hydra.")])
+    except HydraException as e:
+        raise ConfigError([Problem("command line", str(e).splitlines()[0])]) from None
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        while True:
+            try:
+                cfg = hydra_compose(config_name="config", overrides=remaining)
+                break
+            except HydraException as e:
+                bad, problem = _diagnose(str(e), remaining)
+                if bad is None:
+                    problems.append(Problem("command line", str(e).strip().splitlines()[0]))
+                    raise ConfigError(problems) from None
+                problems.append(problem)
+                remaining = [o for o in remaining if o is not bad]
+    return cfg, [_suggest(p, cfg) for p in problems]
+
+
+def _suggest(problem: Problem, cfg: DictConfig) -> Problem:
+    if not problem.message.startswith("unknown setting"):
+        return problem
+    parent, _, leaf = problem.setting.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    if close:
+        name = f"{parent}.{close[0]}" if parent else close[0]
+        return Problem(problem.setting, f"unknown setting (did you mean '{name}'?)")
+    return problem
+
+
+def _diagnose(message: str, overrides: list[str]) -> tuple[str | None, Problem]:
+    if m := _MISSING_OPTION.search(message):
+        group, option = m.groups()
+        bad = _find(overrides, group)
+        opts = ", ".join(available_options(group))
+        return bad, Problem(group, f"no option '{option}' (available: {opts})")
+    if m := _UNKNOWN_KEY.search(message):
+        key = m.group(1) or m.group(2)
+        bad = _find(overrides, key)
+        return bad, Problem(key, "unknown setting (see conf/config.yaml and conf/<group>/)")
+    if m := _BAD_VALUE.search(message):
+        key = m.group(1)
+        return _find(overrides, key), Problem(key, message.strip().splitlines()[-1])
+    return None, Problem("command line", message)
+
+
+def _find(overrides: list[str], key: str) -> str | None:
+    for o in overrides:
+        if o.lstrip("+~").split("=", 1)[0] == key:
+            return o
+    return None
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve interpolations; an unresolvable value is reported as a problem."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as e:  # omegaconf raises several types; all mean "fix this value"
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError([Problem(str(key), str(e).splitlines()[0])]) from None
+    data.pop("hydra", None)
+    return data

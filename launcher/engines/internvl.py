@@ -1,0 +1,349 @@
+"""InternVL chat finetunes: our trainer (`internvl_chat`) and the official script
+(`internvl_official`), from the same config groups and the same argument names.
+
+Both read one JSON of InternVL finetune arguments (the official HfArgumentParser accepts a
+lone `*.json` path); ours accepts a few extra keys, the official one gets only the names its
+revision knows (spec 1-2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from launcher.check import Derived
+from launcher.engines import deepspeed
+from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
+from launcher.rundir import RunDir
+from launcher.spec import DatasetEntry, JobSpec, Problem
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Argument names of the official finetune entry (ModelArguments + DataTrainingArguments),
+# per revision: PIN = 764fdc9 (seed 000), HEAD = 2410d1d.
+OFFICIAL_MODEL_ARGS = {
+    "pin": {
+        "model_name_or_path",
+        "vision_path",
+        "llm_path",
+        "mlp_path",
+        "freeze_llm",
+        "freeze_backbone",
+        "freeze_mlp",
+        "unfreeze_vit_layers",
+        "vision_select_layer",
+        "use_backbone_lora",
+        "use_llm_lora",
+        "unfreeze_lm_head",
+        "use_custom_trainer",
+        "grad_checkpoint",
+        "drop_path_rate",
+        "ps_version",
+    },
+    "head": {
+        "model_name_or_path",
+        "vision_path",
+        "llm_path",
+        "mlp_path",
+        "freeze_llm",
+        "freeze_backbone",
+        "freeze_mlp",
+        "unfreeze_vit_layers",
+        "vision_select_layer",
+        "use_backbone_lora",
+        "use_llm_lora",
+        "unfreeze_lm_head",
+        "grad_checkpoint",
+        "drop_path_rate",
+        "ps_version",
+        "use_fast_tokenizer",
+        "use_liger",
+    },
+}
+OFFICIAL_DATA_ARGS = {
+    "pin": {
+        "max_seq_length",
+        "force_image_size",
+        "down_sample_ratio",
+        "pad2square",
+        "conv_style",
+        "meta_path",
+        "use_data_resampling",
+        "dynamic_image_size",
+        "use_thumbnail",
+        "min_dynamic_patch",
+        "max_dynamic_patch",
+        "neftune_alpha",
+        "normalize_type",
+    },
+    "head": {
+        "max_seq_length",
+        "force_image_size",
+        "down_sample_ratio",
+        "pad2square",
+        "conv_style",
+        "meta_path",
+        "use_data_resampling",
+        "dynamic_image_size",
+        "use_thumbnail",
+        "min_dynamic_patch",
+        "max_dynamic_patch",
+        "normalize_type",
+        "min_num_frame",
+        "max_num_frame",
+        "use_packed_ds",
+        "num_images_expected",
+        "max_packed_tokens",
+        "max_buffer_size",
+        "log_freq",
+        "strict_mode",
+        "replacement",
+        "allow_overflow",
+        "loss_reduction",
+        "loss_reduction_all_gather",
+    },
+}
+# HF TrainingArguments the shipped scripts pass (spec 1.3).
+TRAINING_ARGS = {
+    "output_dir",
+    "overwrite_output_dir",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "weight_decay",
+    "warmup_ratio",
+    "lr_scheduler_type",
+    "num_train_epochs",
+    "max_steps",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "bf16",
+    "fp16",
+    "seed",
+    "dataloader_num_workers",
+    "deepspeed",
+    "report_to",
+    "do_train",
+    "evaluation_strategy",
+    "group_by_length",
+}
+# Keys only our trainer reads.
+OUR_EXTRA_ARGS = {"metrics_file", "eval_meta_path", "max_bad_sample_ratio", "use_packed_ds"}
+
+SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
+
+
+def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
+    """The meta JSON content the job will read (None when a user meta file is not visible here)."""
+    d = spec.data
+    if d.meta_file:
+        path = Path(d.meta_file)
+        return json.loads(path.read_text()) if path.exists() else None
+    return {name: _entry(e) for name, e in d.datasets.items()}
+
+
+def _entry(e: DatasetEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "root": e.root,
+        "annotation": e.annotation,
+        "data_augment": e.data_augment,
+        "repeat_time": e.repeat_time,
+    }
+    if e.max_dynamic_patch is not None:
+        out["max_dynamic_patch"] = e.max_dynamic_patch
+    if e.length is not None:
+        out["length"] = e.length
+    return out
+
+
+class InternVLEngine:
+    """`official=False`: our internvl_chat trainer; True: the user's OpenGVLab/InternVL checkout."""
+
+    def __init__(self, official: bool):
+        self.official = official
+        self.name = "internvl_official" if official else "internvl_chat"
+
+    # planning ------------------------------------------------------------------------
+    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
+        out = []
+        d = spec.data
+        if d.format != "internvl_meta":
+            out.append(
+                Problem("data", f"{self.name} reads InternVL meta JSON data, not {d.format}")
+            )
+        if not (d.meta_file or d.datasets or d.generate):
+            out.append(
+                Problem("data", "no datasets: set data.datasets, data.meta_file or data.generate")
+            )
+        if self.official and d.generate:
+            out.append(
+                Problem(
+                    "data",
+                    "the official engine trains on real data; generated data is for our trainer",
+                )
+            )
+        if self.official and spec.model.make_tiny:
+            out.append(Problem("model", "the official engine needs a real checkpoint (model.path)"))
+        if d.packed and self.official and spec.model.internvl_revision == "pin":
+            out.append(
+                Problem(
+                    "data.packed",
+                    "packed training exists only in newer InternVL (internvl_revision=head)",
+                )
+            )
+        return out
+
+    def meta_path(self, spec: JobSpec, run: RunDir) -> str:
+        if spec.data.generate:
+            return str(Path(spec.data.dir) / SYNTHETIC_LAYOUT["meta"])
+        return str(run.meta_json)
+
+    def eval_meta_path(self, spec: JobSpec, run: RunDir) -> str | None:
+        if spec.data.generate:
+            return str(Path(spec.data.dir) / SYNTHETIC_LAYOUT["eval_meta"])
+        return str(run.eval_meta_json) if spec.data.eval_meta_file else None
+
+    def train_args(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, Any]:
+        m, d = spec.model, spec.data
+        args: dict[str, Any] = {
+            "model_name_or_path": m.path,
+            "vision_path": m.vision_path,
+            "llm_path": m.llm_path,
+            "mlp_path": m.mlp_path,
+            "freeze_llm": m.freeze_llm,
+            "freeze_backbone": m.freeze_backbone,
+            "freeze_mlp": m.freeze_mlp,
+            "unfreeze_vit_layers": m.unfreeze_vit_layers,
+            "vision_select_layer": m.select_layer,
+            "use_backbone_lora": m.use_backbone_lora,
+            "use_llm_lora": m.use_llm_lora,
+            "grad_checkpoint": m.grad_checkpoint,
+            "drop_path_rate": m.drop_path_rate,
+            "ps_version": m.ps_version,
+            "max_seq_length": spec.seq_len,
+            "force_image_size": m.force_image_size,
+            "down_sample_ratio": m.downsample_ratio,
+            "pad2square": False,
+            "conv_style": m.template,
+            "meta_path": self.meta_path(spec, run),
+            "use_data_resampling": False,
+            "dynamic_image_size": m.dynamic_image_size,
+            "use_thumbnail": m.use_thumbnail,
+            "min_dynamic_patch": m.min_dynamic_patch,
+            "max_dynamic_patch": m.max_dynamic_patch,
+            "normalize_type": m.normalize_type,
+            "use_packed_ds": d.packed,
+            "output_dir": str(run.output_dir),
+            # False keeps HF's resume-from-last-checkpoint working after a requeue
+            # (the shipped scripts pass True and silently restart from step 0).
+            "overwrite_output_dir": False,
+            "do_train": True,
+            "per_device_train_batch_size": derived.per_device_batch_size,
+            "gradient_accumulation_steps": derived.gradient_accumulation_steps,
+            "learning_rate": spec.lr,
+            "weight_decay": m.weight_decay,
+            "warmup_ratio": m.warmup_ratio,
+            "lr_scheduler_type": "cosine",
+            "num_train_epochs": spec.epochs,
+            "max_steps": spec.max_steps if spec.max_steps is not None else -1,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": spec.save_steps,
+            "save_total_limit": spec.save_total_limit,
+            "evaluation_strategy": "no",
+            "bf16": spec.hw.precision == "bf16",
+            "fp16": spec.hw.precision == "fp16",
+            "seed": spec.seed,
+            "dataloader_num_workers": d.num_workers,
+            "group_by_length": d.group_by_length,
+            "deepspeed": str(run.deepspeed_json),
+            "report_to": "tensorboard",
+            "metrics_file": str(run.metrics_jsonl),
+            "eval_meta_path": self.eval_meta_path(spec, run),
+            "max_bad_sample_ratio": d.max_bad_sample_ratio,
+        }
+        args.update(spec.engine_args)
+        if self.official:
+            rev = spec.model.internvl_revision
+            allowed = OFFICIAL_MODEL_ARGS[rev] | OFFICIAL_DATA_ARGS[rev] | TRAINING_ARGS
+            args = {k: v for k, v in args.items() if k in allowed and v is not None}
+        return args
+
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
+        files = {
+            run.deepspeed_json.name: _dump(
+                deepspeed.render(spec, derived, optimizer_block=self.official)
+            ),
+            run.train_args_json.name: _dump(self.train_args(spec, derived, run)),
+        }
+        if not spec.data.generate:
+            meta = meta_entries(spec)
+            if meta is not None:
+                files[run.meta_json.name] = _dump(meta)
+            if spec.data.eval_meta_file and Path(spec.data.eval_meta_file).exists():
+                files[run.eval_meta_json.name] = Path(spec.data.eval_meta_file).read_text()
+        return files
+
+    def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
+        steps = []
+        if spec.model.make_tiny:
+            opts = [f"--{k}={v}" for k, v in sorted(spec.model.make_tiny.items())]
+            argv = (python, "-m", "internvl_chat.tools.make_tiny", str(spec.model.path), *opts)
+            steps.append(PrepareStep(argv=argv, creates=str(spec.model.path)))
+        if spec.data.generate == "synthetic":
+            argv = (
+                python,
+                "-m",
+                "internvl_chat.tools.make_synthetic",
+                str(spec.data.dir),
+                f"--num-samples={spec.data.num_samples}",
+            )
+            steps.append(PrepareStep(argv=argv, creates=str(spec.data.dir)))
+        return steps
+
+    def entry(self, spec: JobSpec) -> tuple[str, ...]:
+        if self.official:
+            root = Path(spec.model.internvl_root) / "internvl_chat"
+            return (str(root / "internvl" / "train" / "internvl_chat_finetune.py"),)
+        return ("-m", "internvl_chat.train")
+
+    def node_launch(
+        self, spec: JobSpec, derived: Derived, run: RunDir, node_rank: int, python: str
+    ) -> NodeLaunch:
+        argv = (
+            python,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={derived.nodes}",
+            f"--node_rank={node_rank}",
+            f"--nproc_per_node={derived.gpus_per_node}",
+            f"--master_addr={MASTER_ADDR}",
+            f"--master_port={MASTER_PORT}",
+            *self.entry(spec),
+            str(run.train_args_json),
+        )
+        env = dict(spec.hw.env)
+        if self.official:
+            root = Path(spec.model.internvl_root) / "internvl_chat"
+            env.update(
+                {"LAUNCHER": "pytorch", "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+            )
+        else:
+            env["PYTHONPATH"] = str(REPO)
+        return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
+
+    # on the node ---------------------------------------------------------------------
+    def outcome(self, run: RunDir, returncode: int) -> Outcome:
+        if returncode != 0:
+            return Outcome(False, f"training exited with status {returncode}")
+        return Outcome(True, "training finished")
+
+    def finalize(self, run: RunDir) -> None:
+        return None
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"

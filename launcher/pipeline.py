@@ -1,0 +1,63 @@
+"""compose -> check -> plan -> write -> dispatch, in one short function tests call directly."""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig, OmegaConf
+
+from launcher import compose as composing
+from launcher.check import check
+from launcher.dispatch import dispatch, wait
+from launcher.engines import get_engine
+from launcher.plan import Plan, make_plan
+from launcher.rundir import RunDir
+from launcher.spec import ConfigError, Problem, to_spec
+
+
+def plan_from_config(cfg: DictConfig, problems: list[Problem] | None = None) -> tuple[Plan, object]:
+    """Check and plan; raise ConfigError with every problem (compose's ones included)."""
+    problems = list(problems or [])
+    data = composing.to_container(cfg)
+    try:
+        spec = to_spec(data)
+    except ConfigError as e:
+        raise ConfigError(problems + e.problems) from None
+    derived, found, warnings = check(spec)
+    problems += found
+    if derived is not None:
+        problems += get_engine(spec.model.engine).check(spec, derived)
+    if problems:
+        raise ConfigError(problems)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(data))
+    return make_plan(spec, derived, config_yaml, warnings), spec
+
+
+def run(cfg: DictConfig, problems: list[Problem] | None = None) -> int:
+    """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status."""
+    plan, spec = plan_from_config(cfg, problems)
+    print(
+        f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
+    )
+    for w in plan.warnings:
+        print(f"[launch] warning: {w}")
+    run_dir = RunDir(plan.run_dir)
+    run_dir.materialize(plan.files)
+    if spec.dry_run:
+        print(f"[launch] dry run: plan written to {run_dir.root} (nothing submitted)")
+        return 0
+    sub = dispatch(spec, plan)
+    ident = f"job {sub.job_id}" if sub.job_id else f"pid {sub.pid}"
+    print(f"[launch] submitted {ident}; run dir {run_dir.root}", flush=True)
+    if spec.should_wait:
+        return wait(sub)
+    return 0
+
+
+def main(overrides: list[str]) -> int:
+    try:
+        cfg, problems = composing.compose(overrides)
+        return run(cfg, problems)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2

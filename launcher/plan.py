@@ -1,0 +1,204 @@
+"""Plan a job: pure rendering of argv, environment and files; nothing is written here.
+
+`make_plan` returns a Plan whose `files` map run-dir-relative names to their exact text
+(sbatch.sh as submitit will submit it, the DeepSpeed JSON, the meta JSON, engine files,
+plan.json itself). RunDir.materialize writes them; launcher.dispatch submits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.check import Derived
+from launcher.engines import get_engine
+from launcher.engines.base import NodeLaunch, PrepareStep
+from launcher.rundir import RunDir
+from launcher.spec import JobSpec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def quote(argv: list[str] | tuple[str, ...]) -> str:
+    """The one place an argument list becomes shell text."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    run_dir: str
+    engine: str
+    dispatch: str
+    derived: Derived
+    nodes: tuple[NodeLaunch, ...]
+    prepare: tuple[PrepareStep, ...]
+    files: dict[str, str]
+    slurm: dict[str, Any] | None
+    python: str
+    warnings: tuple[str, ...]
+
+    def summary(self) -> str:
+        return self.derived.summary()
+
+
+def node_python(spec: JobSpec) -> str:
+    return spec.cluster.python or sys.executable
+
+
+def _env_setup_lines(spec: JobSpec) -> list[str]:
+    """Shell lines every node runs first: the site's setup, then our code on PYTHONPATH."""
+    return [
+        *spec.cluster.setup,
+        f"cd {shlex.quote(str(REPO))}",
+        f"export PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}}",
+    ]
+
+
+def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
+    """submitit SlurmExecutor parameters: one task per node, each running launcher.node."""
+    c, hw = spec.cluster, spec.hw
+    params: dict[str, Any] = {
+        "job_name": f"vlm-{spec.model.name}",
+        "nodes": spec.nodes,
+        "ntasks_per_node": 1,
+        "time": c.time_min,
+        "signal_delay_s": 90,
+        "stderr_to_stdout": True,
+        "setup": _env_setup_lines(spec),
+        "srun_args": ["--kill-on-bad-exit=1"],
+    }
+    optional = {
+        "partition": c.partition,
+        "account": c.account,
+        "qos": c.qos,
+        "exclude": c.exclude,
+        "constraint": c.constraint,
+        "gres": hw.gres,
+        "cpus_per_task": hw.cpus_per_node,
+        "mem": f"{c.mem_gb:g}GB" if c.mem_gb else None,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if c.sbatch_extra:
+        params["additional_parameters"] = dict(c.sbatch_extra)
+    return params
+
+
+def render_sbatch(spec: JobSpec, run: RunDir, python: str) -> str:
+    """The batch script exactly as submitit's SlurmExecutor will submit it."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = run.submitit_dir
+    command = " ".join(
+        [shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))]
+    )
+    return _make_sbatch_string(command=command, folder=folder, **slurm_parameters(spec, run))
+
+
+def render_job_sh(spec: JobSpec, run: RunDir, python: str) -> str:
+    """The payload for cluster=local (processes on this machine) and cluster=wrapper (srun)."""
+    lines = ["#!/bin/bash", f"# {spec.cluster.kind} dispatch of {run.root}", "set -uo pipefail"]
+    lines += _env_setup_lines(spec)
+    node = [python, "-u", "-m", "launcher.node", str(run.root)]
+    if spec.cluster.kind == "wrapper":
+        c, hw = spec.cluster, spec.hw
+        srun = ["srun", f"--nodes={spec.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+        srun += [f"--partition={c.partition}"] if c.partition else []
+        srun += [f"--gres={hw.gres}"] if hw.gres else []
+        srun += [f"--cpus-per-task={hw.cpus_per_node}"] if hw.cpus_per_node else []
+        srun += [f"--{k.replace('_', '-')}={v}" for k, v in sorted(c.sbatch_extra.items())]
+        lines.append("exec " + quote([*srun, *node, "--slurm"]))
+    else:
+        port = [python, "-m", "launcher.node", "--free-port"]
+        lines.append(f"port=$({quote(port)})")
+        lines.append("pids=()")
+        for r in range(spec.nodes):
+            argv = [*node, f"--node-rank={r}", f"--nnodes={spec.nodes}", "--master-addr=127.0.0.1"]
+            lines.append(quote(argv) + ' --master-port="$port" & pids+=($!)')
+        lines.append(
+            'status=0; for p in "${pids[@]}"; do wait "$p" || status=$?; done; exit $status'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def wrapper_argv(spec: JobSpec, run: RunDir) -> list[str]:
+    """cluster=wrapper: the site command with the payload appended as one argument."""
+    cmd = [part.replace("{nodes}", str(spec.nodes)) for part in spec.cluster.command]
+    return [*cmd, quote(["bash", str(run.job_sh)])]
+
+
+def make_plan(spec: JobSpec, derived: Derived, config_yaml: str, warnings: list[str]) -> Plan:
+    run = RunDir(spec.run_dir)
+    engine = get_engine(spec.model.engine)
+    python = node_python(spec)
+    files = {"config.yaml": config_yaml, **engine.files(spec, derived, run)}
+    nodes = tuple(engine.node_launch(spec, derived, run, r, python) for r in range(spec.nodes))
+    prepare = tuple(engine.prepare(spec, run, python))
+    slurm = None
+    if spec.cluster.kind == "slurm":
+        slurm = slurm_parameters(spec, run)
+        files[run.sbatch_sh.name] = render_sbatch(spec, run, python)
+    else:
+        files[run.job_sh.name] = render_job_sh(spec, run, python)
+    plan = Plan(
+        run_dir=str(run.root),
+        engine=engine.name,
+        dispatch=spec.cluster.kind,
+        derived=derived,
+        nodes=nodes,
+        prepare=prepare,
+        files=files,
+        slurm=slurm,
+        python=python,
+        warnings=tuple(warnings),
+    )
+    files[run.plan_json.name] = json.dumps(plan_record(spec, plan), indent=2) + "\n"
+    return plan
+
+
+def plan_record(spec: JobSpec, plan: Plan) -> dict[str, Any]:
+    """plan.json: the numbers, the per-node commands, and what dispatch will do."""
+    d = plan.derived
+    m = spec.model
+    record: dict[str, Any] = {
+        "run_dir": plan.run_dir,
+        "engine": plan.engine,
+        "dispatch": plan.dispatch,
+        "model": m.name,
+        "data": spec.data.name,
+        "hw": spec.hw.name,
+        "nodes": d.nodes,
+        "gpus_per_node": d.gpus_per_node,
+        "world_size": d.world_size,
+        "per_device_batch_size": d.per_device_batch_size,
+        "gradient_accumulation_steps": d.gradient_accumulation_steps,
+        "global_batch_size": d.global_batch_size,
+        "zero_stage": spec.parallelism.zero_stage,
+        "offload_optimizer": spec.parallelism.offload_optimizer,
+        "offload_param": spec.parallelism.offload_param,
+        "precision": spec.hw.precision,
+        "seq_len": spec.seq_len,
+        "lr": spec.lr,
+        "max_steps": spec.max_steps,
+        "epochs": spec.epochs,
+        "freeze_llm": m.freeze_llm,
+        "freeze_mlp": m.freeze_mlp,
+        "freeze_backbone": m.freeze_backbone,
+        "use_llm_lora": m.use_llm_lora,
+        "use_backbone_lora": m.use_backbone_lora,
+        "benchmark": spec.benchmark.name,
+        "python": plan.python,
+        "prepare": [dataclasses.asdict(p) for p in plan.prepare],
+        "node_launch": [
+            {"node_rank": n.node_rank, "argv": list(n.argv), "env": dict(n.env)} for n in plan.nodes
+        ],
+        "slurm": plan.slurm,
+        "warnings": list(plan.warnings),
+    }
+    if spec.cluster.kind == "wrapper":
+        record["wrapper_argv"] = wrapper_argv(spec, RunDir(plan.run_dir))
+    return record

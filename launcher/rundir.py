@@ -1,0 +1,132 @@
+"""The run directory: one object owns its layout; everyone else asks it for paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RunDir:
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root).absolute())
+
+    # what the plan writes
+    @property
+    def config_yaml(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def plan_json(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def sbatch_sh(self) -> Path:
+        return self.root / "sbatch.sh"
+
+    @property
+    def job_sh(self) -> Path:
+        return self.root / "job.sh"
+
+    @property
+    def deepspeed_json(self) -> Path:
+        return self.root / "deepspeed.json"
+
+    @property
+    def meta_json(self) -> Path:
+        return self.root / "meta.json"
+
+    @property
+    def eval_meta_json(self) -> Path:
+        return self.root / "meta_eval.json"
+
+    @property
+    def train_args_json(self) -> Path:
+        return self.root / "train_args.json"
+
+    @property
+    def xtuner_config(self) -> Path:
+        return self.root / "xtuner_config.py"
+
+    # what dispatch and the nodes write
+    @property
+    def job_json(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def submitit_dir(self) -> Path:
+        return self.root / "submitit"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def node_log(self, node_rank: int) -> Path:
+        return self.logs_dir / f"node{node_rank}.log"
+
+    def node_exit(self, node_rank: int) -> Path:
+        return self.logs_dir / f"node{node_rank}.exit.json"
+
+    @property
+    def prepared_marker(self) -> Path:
+        return self.logs_dir / "prepared"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.root / "summary.json"
+
+    # reading and writing
+    def read_json(self, path: Path) -> Any:
+        return json.loads(path.read_text())
+
+    def plan(self) -> dict[str, Any]:
+        return self.read_json(self.plan_json)
+
+    def summary(self) -> dict[str, Any] | None:
+        return self.read_json(self.summary_json) if self.summary_json.exists() else None
+
+    def materialize(self, files: dict[str, str]) -> None:
+        """Write `files` (relative name -> text) into a staging folder, then rename it into place.
+
+        Either the whole planned run dir appears, or nothing does. An existing *empty* run dir
+        (Hydra creates one per sweep job) is replaced.
+        """
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.partial-", dir=self.root.parent))
+        try:
+            for name, text in files.items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+            (staging / "logs").mkdir(exist_ok=True)
+            if self.root.is_dir() and not any(self.root.iterdir()):
+                self.root.rmdir()
+            os.rename(staging, self.root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,338 @@
+"""Typed, frozen view of a composed config.
+
+YAML (conf/) holds choices; this module holds their types. `to_spec(dict)` converts the
+composed config right away and reports every unknown key and wrong type at once, each as a
+`Problem` naming the setting to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One violation: which setting, what is wrong, and (optionally) what to do."""
+
+    setting: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; nothing has been written or submitted."""
+
+    def __init__(self, problems: list[Problem], source: str = "configuration"):
+        self.problems = list(problems)
+        lines = [
+            f"{len(self.problems)} problem(s) in the {source}; nothing was written or submitted:"
+        ]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VitDims:
+    params: float = 0.0
+    """Parameter count of the vision encoder (the layers actually used)."""
+    layers: int = 0
+    hidden: int = 0
+    heads: int = 0
+    intermediate: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LlmDims:
+    params: float = 0.0
+    """Parameter count of the language model, embeddings included."""
+    layers: int = 0
+    hidden: int = 0
+    heads: int = 0
+    kv_heads: int = 0
+    intermediate: int = 0
+    vocab: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dims:
+    """Architecture numbers used for FLOPs, MFU and memory estimates (not for building models)."""
+
+    vit: VitDims = field(default_factory=VitDims)
+    llm: LlmDims = field(default_factory=LlmDims)
+    projector_params: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    name: str
+    engine: Literal["internvl_chat", "internvl_official", "xtuner"]
+    """Which node-side program trains it."""
+    arch: Literal["internvl", "llava"] = "internvl"
+    path: str | None = None
+    """A full checkpoint (InternVL original or transformers-native layout): model_name_or_path."""
+    vision_path: str | None = None
+    """Separate vision encoder checkpoint (seed 000 composes InternViT-6B with internlm2-chat-20b)."""
+    llm_path: str | None = None
+    mlp_path: str | None = None
+    make_tiny: Mapping[str, str] | None = None
+    """When set, `path` is built on the first node by internvl_chat.tools.make_tiny with these options."""
+    template: str = "internlm2-chat"
+    llm_family: Literal["internlm2", "qwen2", "llama", "phi3"] = "internlm2"
+    force_image_size: int = 448
+    patch_size: int = 14
+    downsample_ratio: float = 0.5
+    ps_version: Literal["v1", "v2"] = "v2"
+    dynamic_image_size: bool = True
+    use_thumbnail: bool = True
+    min_dynamic_patch: int = 1
+    max_dynamic_patch: int = 12
+    select_layer: int = -1
+    normalize_type: Literal["imagenet", "clip", "siglip"] = "imagenet"
+    freeze_llm: bool = False
+    freeze_mlp: bool = False
+    freeze_backbone: bool = False
+    unfreeze_vit_layers: int = 0
+    use_llm_lora: int = 0
+    use_backbone_lora: int = 0
+    grad_checkpoint: bool = True
+    drop_path_rate: float = 0.0
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.03
+    seq_len: int = 4096
+    lr: float = 2e-5
+    per_device_batch_size: int = 1
+    """Default when the command line leaves the batch under-determined."""
+    global_batch_size: int | None = None
+    xtuner_base: str | None = None
+    """Base config under xtuner_cfgs/ (engine=xtuner)."""
+    internvl_root: str | None = None
+    """The user's checkout of OpenGVLab/InternVL (engine=internvl_official)."""
+    internvl_revision: Literal["pin", "head"] = "pin"
+    """Which official argument set to render: pin = 764fdc9 (seed 000), head = 2410d1d."""
+    dims: Dims = field(default_factory=Dims)
+
+    @property
+    def num_image_token(self) -> int:
+        grid = self.force_image_size // self.patch_size
+        return int(grid * grid * self.downsample_ratio**2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetEntry:
+    """One entry of an InternVL meta JSON (spec 5.1)."""
+
+    root: str
+    annotation: str
+    data_augment: bool = False
+    repeat_time: float = 1
+    max_dynamic_patch: int | None = None
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataSpec:
+    name: str
+    format: Literal["internvl_meta", "llava_json"] = "internvl_meta"
+    datasets: Mapping[str, DatasetEntry] = field(default_factory=dict)
+    """Inline meta entries; the plan writes them to RUN_DIR/meta.json."""
+    meta_file: str | None = None
+    """A meta JSON of the user's; copied into the run dir after checking."""
+    eval_meta_file: str | None = None
+    json_path: str | None = None
+    """LLaVA-format JSON array (format=llava_json)."""
+    image_folder: str | None = None
+    generate: Literal["synthetic", "synthetic_llava"] | None = None
+    """Data built on the first node before training (bundled synthetic data)."""
+    dir: str | None = None
+    """Where generated data lives."""
+    num_samples: int = 256
+    group_by_length: bool = False
+    packed: bool = False
+    max_bad_sample_ratio: float = 0.05
+    num_workers: int = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParallelismSpec:
+    name: str
+    zero_stage: Literal[0, 1, 2, 3]
+    offload_optimizer: bool = False
+    offload_param: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HwSpec:
+    name: str
+    accelerator: Literal["cuda", "npu", "cpu"]
+    devices_per_node: int
+    gres: str | None = None
+    """How this site asks Slurm for the devices (e.g. gpu:8, gpu:a800:8); null asks for none."""
+    memory_gb: float
+    peak_tflops: float
+    """Dense bf16 peak per device, for MFU."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    dist_backend: Literal["nccl", "hccl", "gloo"] = "nccl"
+    cpus_per_node: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSpec:
+    name: str
+    kind: Literal["slurm", "local", "wrapper"]
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 4320
+    mem_gb: float | None = None
+    exclude: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = ()
+    """Shell lines run on the nodes before training (module load, conda activate, ...)."""
+    sbatch_extra: Mapping[str, str] = field(default_factory=dict)
+    """Site-only sbatch options, e.g. {quotatype: reserved}."""
+    python: str | None = None
+    """Python on the nodes; default: the interpreter running the launcher."""
+    max_requeues: int = 3
+    command: tuple[str, ...] = ()
+    """wrapper: the site command; `{nodes}` is replaced, the payload is appended as one argument."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchmarkSpec:
+    name: str = "none"
+    seed: str | None = None
+    locked: Mapping[str, Any] = field(default_factory=dict)
+    """Setting path -> the only value allowed (seed rules)."""
+    max_global_batch_size: int | None = None
+    target: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    model: ModelSpec
+    data: DataSpec
+    parallelism: ParallelismSpec
+    hw: HwSpec
+    cluster: ClusterSpec
+    benchmark: BenchmarkSpec
+    nodes: int = 1
+    per_device_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    global_batch_size: int | None = None
+    seq_len: int
+    lr: float
+    max_steps: int | None = None
+    """Optimizer steps; null trains `epochs` epochs."""
+    epochs: float = 1
+    save_steps: int = 200
+    save_total_limit: int = 1
+    seed: int = 42
+    dry_run: bool = False
+    wait: bool | None = None
+    """Block until the job ends; null: yes for cluster=local, no otherwise."""
+    run_dir: str
+    runs_root: str = "runs"
+    models_root: str = "/mnt/models"
+    data_root: str = "/mnt/data"
+    cache_dir: str
+    validate_data: bool = True
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    """Extra engine arguments passed through verbatim (checked by the engine)."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.hw.devices_per_node
+
+    @property
+    def should_wait(self) -> bool:
+        return self.cluster.kind == "local" if self.wait is None else self.wait
+
+
+# --- dict -> dataclass, collecting every problem ---------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str, problems: list[Problem]) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], where, problems)
+    if origin is Literal:
+        if value in args and type(value) is type(args[list(args).index(value)]):
+            return value
+        problems.append(Problem(where, f"{value!r} is not one of {', '.join(map(repr, args))}"))
+        return args[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            problems.append(Problem(where, f"expected a mapping, got {value!r}"))
+            return None
+        return _build(tp, value, where, problems)
+    if origin in (Mapping, dict, typing.Mapping):
+        if not isinstance(value, Mapping):
+            problems.append(Problem(where, f"expected a mapping, got {value!r}"))
+            return {}
+        vt = args[1] if args else Any
+        return {str(k): _convert(v, vt, f"{where}.{k}", problems) for k, v in value.items()}
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            problems.append(Problem(where, f"expected a list, got {value!r}"))
+            return ()
+        return tuple(_convert(v, args[0], f"{where}[{i}]", problems) for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer() and where.endswith("params"):
+        return int(value)
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    problems.append(Problem(where, f"expected {_type_name(tp)}, got {value!r}"))
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[Problem]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{_join(prefix, close[0])}'?)" if close else ""
+            problems.append(Problem(_join(prefix, key), f"unknown setting{hint}"))
+    for name, f in fields.items():
+        where = _join(prefix, name)
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], where, problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(Problem(where, "missing required setting"))
+            kwargs[name] = None
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def to_spec(data: Mapping[str, Any]) -> JobSpec:
+    """Convert a resolved config mapping; raise ConfigError listing every problem."""
+    problems: list[Problem] = []
+    spec = _build(JobSpec, data, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    return spec
