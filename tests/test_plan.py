@@ -214,7 +214,7 @@ def test_nasty_paths_survive_quoting(tmp_path: Path, cluster: str):
             found = True
     assert found
     if cluster == "slurm":
-        out = [l for l in script.splitlines() if l.startswith("#SBATCH --output=")][0]
+        out = next(x for x in script.splitlines() if x.startswith("#SBATCH --output="))
         assert shlex.split(out.split("=", 1)[1]) == [f"{run_dir}/submitit/%j_0_log.out"]
     args = json.loads(plan.files["train_args.json"])
     assert args["output_dir"] == f"{run_dir}/output"
