@@ -129,6 +129,33 @@ def _prepare(run: RunDir, plan: dict, rv: Rendezvous, tee: Tee) -> tuple[bool, s
     return True, ""
 
 
+PROVENANCE_ENV = ("NCCL_", "HCCL_", "TORCH_NCCL_", "ASCEND_", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_")
+PROVENANCE_PACKAGES = (
+    "torch",
+    "transformers",
+    "deepspeed",
+    "peft",
+    "xtuner",
+    "mmengine",
+    "submitit",
+    "hydra-core",
+)
+
+
+def provenance() -> dict:
+    """What this node ran with: package versions, communication and Slurm variables."""
+    from importlib import metadata
+
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(PROVENANCE_ENV)}
+    return {"python": sys.version.split()[0], "packages": versions, "env": env}
+
+
 def _metrics_tail(run: RunDir) -> dict:
     if not run.metrics_jsonl.exists():
         return {"steps": 0, "final_loss": None}
@@ -169,6 +196,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
         "returncode": rc,
         "ok": ok,
         "reason": reason,
+        "provenance": provenance(),
     }
     write_json_atomic(run.node_exit(rv.node_rank), record)
     if rv.node_rank == 0:
@@ -183,6 +211,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             "ended": time.time(),
             "duration_s": round(time.time() - started, 3),
             **_metrics_tail(run),
+            "provenance": {**plan.get("provenance", {}), **record["provenance"]},
         }
         write_json_atomic(run.summary_json, summary)
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import sys
 
 from omegaconf import DictConfig, OmegaConf
@@ -10,7 +12,7 @@ from launcher import compose as composing
 from launcher.check import check
 from launcher.dispatch import dispatch, wait
 from launcher.engines import get_engine
-from launcher.plan import Plan, make_plan
+from launcher.plan import REPO, Plan, make_plan
 from launcher.rundir import RunDir
 from launcher.spec import ConfigError, Problem, to_spec
 
@@ -30,7 +32,22 @@ def plan_from_config(cfg: DictConfig, problems: list[Problem] | None = None) -> 
     if problems:
         raise ConfigError(problems)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(data))
-    return make_plan(spec, derived, config_yaml, warnings), spec
+    return make_plan(spec, derived, config_yaml, warnings, provenance(config_yaml)), spec
+
+
+def provenance(config_yaml: str) -> dict[str, str | bool | None]:
+    """Where this plan came from: the resolved config's hash and our git revision."""
+
+    def git(*args: str) -> str | None:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "config_sha256": hashlib.sha256(config_yaml.encode()).hexdigest(),
+        "git_revision": git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+    }
 
 
 def run(cfg: DictConfig, problems: list[Problem] | None = None) -> int:

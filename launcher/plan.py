@@ -131,7 +131,13 @@ def wrapper_argv(spec: JobSpec, run: RunDir) -> list[str]:
     return [*cmd, quote(["bash", str(run.job_sh)])]
 
 
-def make_plan(spec: JobSpec, derived: Derived, config_yaml: str, warnings: list[str]) -> Plan:
+def make_plan(
+    spec: JobSpec,
+    derived: Derived,
+    config_yaml: str,
+    warnings: list[str],
+    provenance: dict[str, Any] | None = None,
+) -> Plan:
     run = RunDir(spec.run_dir)
     engine = get_engine(spec.model.engine)
     python = node_python(spec)
@@ -156,7 +162,10 @@ def make_plan(spec: JobSpec, derived: Derived, config_yaml: str, warnings: list[
         python=python,
         warnings=tuple(warnings),
     )
-    files[run.plan_json.name] = json.dumps(plan_record(spec, plan), indent=2) + "\n"
+    record = plan_record(spec, plan)
+    if provenance:
+        record["provenance"] = provenance
+    files[run.plan_json.name] = json.dumps(record, indent=2) + "\n"
     return plan
 
 
