@@ -81,11 +81,11 @@ CASES = {
 def test_rendered_files_match_expected(case: str, tmp_path: Path):
     plan, _ = make_plan(tmp_path, *CASES[case])
     want_dir = EXPECTED / case
-    got = {
-        name: normalise(text, tmp_path)
-        for name, text in plan.files.items()
-        if name != "config.yaml"
-    }
+    files = dict(plan.files)
+    record = json.loads(files["plan.json"])
+    assert set(record.pop("provenance")) == {"config_sha256", "git_revision", "git_dirty"}
+    files["plan.json"] = json.dumps(record, indent=2) + "\n"  # the revision changes every commit
+    got = {name: normalise(text, tmp_path) for name, text in files.items() if name != "config.yaml"}
     if os.environ.get("UPDATE_EXPECTED"):
         want_dir.mkdir(parents=True, exist_ok=True)
         for old in want_dir.iterdir():
