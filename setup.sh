@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# bash setup.sh — create .venv with everything the launcher and internvl_chat need (idempotent).
+# On a CPU-only machine torch==2.13.0 is the CPU build; on GPU nodes install your site's
+# torch first. XTuner lives in its own environment: bash xtuner_cfgs/make_env.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt requirements-launcher.txt | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  .venv/bin/pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+echo "environment ready: $(pwd)/.venv"
