@@ -250,12 +250,8 @@ def _check_benchmark(spec: JobSpec, batch: tuple[int, int, int] | None) -> list[
             out.append(Problem(f"benchmark.locked.{key}", "names no setting"))
             continue
         if actual != wanted:
-            out.append(
-                Problem(
-                    key,
-                    f"is locked to {wanted!r} by {origin}; got {actual!r}. Only the parallel strategy, per-device batch and accumulation may change",
-                )
-            )
+            free = f"; free to change: {', '.join(b.allowed)}" if b.allowed else ""
+            out.append(Problem(key, f"is locked to {wanted!r} by {origin}; got {actual!r}{free}"))
     if (
         b.max_global_batch_size is not None
         and batch is not None

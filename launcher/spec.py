@@ -212,6 +212,8 @@ class BenchmarkSpec:
     seed: str | None = None
     locked: Mapping[str, Any] = field(default_factory=dict)
     """Setting path -> the only value allowed (seed rules)."""
+    allowed: tuple[str, ...] = ()
+    """Settings the rules leave free (shown when a locked one is overridden)."""
     max_global_batch_size: int | None = None
     target: Mapping[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,84 @@
+"""End to end: `python launch.py ...` as a user types it, on this CPU and on the local
+two-node Slurm cluster (slurm/local_cluster.sh), with real training (tiny model, DeepSpeed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Tiny checkpoints and synthetic data are built once per test session, by the first job."""
+    return tmp_path_factory.mktemp("vlm-cache")
+
+
+def launch(*args: str, env: dict[str, str] | None = None, timeout: int = 900):
+    cmd = [sys.executable, "launch.py", *args]
+    return subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+@pytest.mark.slow
+def test_local_run_trains_and_writes_the_run_dir(tmp_path: Path, cache_dir: Path):
+    run_dir = tmp_path / "local run"
+    r = launch("max_steps=12", f"run_dir={run_dir}", f"cache_dir={cache_dir}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == list(range(1, 13))
+    for key in ("loss", "lr", "samples_per_sec", "tokens_per_sec"):
+        assert all(isinstance(m[key], int | float) for m in rows), key
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 12
+    for name in ("config.yaml", "plan.json", "job.sh", "deepspeed.json", "train_args.json", "job.json"):
+        assert (run_dir / name).is_file(), name
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
+    run_dir = tmp_path / "two nodes"
+    r = launch(
+        "cluster=slurm", "hw=cpu", "nodes=2", "model=tiny_internvl", "data=synthetic",
+        "parallelism=zero2", "max_steps=20", "wait=true", f"run_dir={run_dir}",
+        f"cache_dir={cache_dir}",
+        env=slurm_cluster.env,
+    )
+    logs = "".join(p.read_text() for p in sorted((run_dir / "logs").glob("node*.log"))) if run_dir.exists() else ""
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
+    job = json.loads((run_dir / "job.json").read_text())
+    assert job["kind"] == "slurm" and job["job_id"]
+    # both nodes ran their share: a node log each, each with a training rank in it
+    for rank in (0, 1):
+        log = (run_dir / "logs" / f"node{rank}.log").read_text()
+        assert f"[launcher] node {rank}/2" in log
+        assert f"--node_rank={rank}" in log
+        exit_record = json.loads((run_dir / "logs" / f"node{rank}.exit.json").read_text())
+        assert exit_record["ok"] and exit_record["returncode"] == 0
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == list(range(1, 21))
+    losses = [m["loss"] for m in rows]
+    assert mean(losses[-5:]) < mean(losses[:5]), losses
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["nodes"] == 2
+    assert summary["job_id"] == job["job_id"]
+    assert summary["hostnames"] == ["node1", "node2"]
+    # what was submitted is what the dry run shows
+    submitted = run_dir / "submitit" / f"{job['job_id']}_submission.sh"
+    assert submitted.read_text() == (run_dir / "sbatch.sh").read_text()
