@@ -82,3 +82,20 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
     # what was submitted is what the dry run shows
     submitted = run_dir / "submitit" / f"{job['job_id']}_submission.sh"
     assert submitted.read_text() == (run_dir / "sbatch.sh").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_wrapper_dispatch_runs_the_same_node_task(slurm_cluster, tmp_path: Path, cache_dir: Path):
+    run_dir = tmp_path / "wrapped"
+    fake = REPO / "tests" / "fakes" / "a808x"
+    r = launch(
+        "cluster=wrapper", f"cluster.command=[{fake},-N{{nodes}},bash,-c]", "hw=cpu", "nodes=2",
+        "max_steps=4", "wait=true", f"run_dir={run_dir}", f"cache_dir={cache_dir}",
+        env=slurm_cluster.env,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "a808x: 2 node(s): bash -c" in r.stderr
+    assert [m["step"] for m in metrics(run_dir)] == [1, 2, 3, 4]
+    for rank in (0, 1):
+        assert f"[launcher] node {rank}/2" in (run_dir / "logs" / f"node{rank}.log").read_text()
