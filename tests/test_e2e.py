@@ -90,7 +90,7 @@ def test_wrapper_dispatch_runs_the_same_node_task(slurm_cluster, tmp_path: Path,
     run_dir = tmp_path / "wrapped"
     fake = REPO / "tests" / "fakes" / "a808x"
     r = launch(
-        "cluster=wrapper", f"cluster.command=[{fake},-N{{nodes}},bash,-c]", "hw=cpu", "nodes=2",
+        "cluster=wrapper", f"cluster.command=['{fake}','-N{{nodes}}',bash,-c]", "hw=cpu", "nodes=2",
         "max_steps=4", "wait=true", f"run_dir={run_dir}", f"cache_dir={cache_dir}",
         env=slurm_cluster.env,
     )
