@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+import tempfile
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,9 +14,10 @@ from launcher import compose as composing
 from launcher.check import check
 from launcher.dispatch import dispatch, wait
 from launcher.engines import get_engine
-from launcher.plan import REPO, Plan, make_plan
+from launcher.engines.internvl import meta_entries
+from launcher.plan import REPO, Plan, make_plan, node_python
 from launcher.rundir import RunDir
-from launcher.spec import ConfigError, Problem, to_spec
+from launcher.spec import ConfigError, JobSpec, Problem, to_spec
 
 
 def plan_from_config(cfg: DictConfig, problems: list[Problem] | None = None) -> tuple[Plan, object]:
@@ -29,10 +32,51 @@ def plan_from_config(cfg: DictConfig, problems: list[Problem] | None = None) -> 
     problems += found
     if derived is not None:
         problems += get_engine(spec.model.engine).check(spec, derived)
+    if not problems:
+        problems += validate_data(spec)
     if problems:
         raise ConfigError(problems)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(data))
     return make_plan(spec, derived, config_yaml, warnings, provenance(config_yaml)), spec
+
+
+def validate_data(spec: JobSpec) -> list[Problem]:
+    """Pre-flight: run internvl_chat.tools.validate_data on the real data before submitting.
+
+    It runs with the nodes' Python (it needs a tokenizer), as a subprocess so this side
+    stays free of training imports. Skipped for dry runs, generated data and validate_data=false.
+    """
+    m, d = spec.model, spec.data
+    if spec.dry_run or not spec.validate_data or d.generate or m.engine == "xtuner":
+        return []
+    metas = [p for p in (d.meta_file, d.eval_meta_file) if p]
+    if d.datasets:
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(meta_entries(spec), tmp)
+        tmp.close()
+        metas.append(tmp.name)
+    tokenizer_dir = m.path or m.llm_path
+    problems = []
+    for meta in metas:
+        argv = [
+            node_python(spec),
+            "-m",
+            "internvl_chat.tools.validate_data",
+            meta,
+            "--model",
+            str(tokenizer_dir),
+        ]
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+        if out.returncode != 0:
+            lines = [
+                x for x in out.stdout.splitlines() if x.strip()
+            ] or out.stderr.strip().splitlines()[-3:]
+            problems += [Problem("data", line) for line in lines[:50]]
+            if len(lines) > 50:
+                problems.append(
+                    Problem("data", f"... and {len(lines) - 50} more (run: {' '.join(argv)})")
+                )
+    return problems
 
 
 def provenance(config_yaml: str) -> dict[str, str | bool | None]:
