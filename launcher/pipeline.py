@@ -51,9 +51,8 @@ def validate_data(spec: JobSpec) -> list[Problem]:
         return []
     metas = [p for p in (d.meta_file, d.eval_meta_file) if p]
     if d.datasets:
-        tmp = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump(meta_entries(spec), tmp)
-        tmp.close()
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as tmp:
+            json.dump(meta_entries(spec), tmp)
         metas.append(tmp.name)
     tokenizer_dir = m.path or m.llm_path
     problems = []
