@@ -7,6 +7,7 @@ ended, and a missing summary means it died before node 0 could write one.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -117,7 +118,27 @@ def wait(sub: Submitted, poll_s: float = 2.0) -> int:
         )
         return 1
     print(f"job {sub.job_id or sub.pid}: {summary['status']}: {summary.get('reason', '')}")
+    print(metrics_line(sub.run))
     return 0 if summary["status"] == "completed" else 1
+
+
+def metrics_line(run: RunDir) -> str:
+    """One line a person reads after a run: how the loss moved and how fast it went."""
+    if not run.metrics_jsonl.exists():
+        return "no metrics were written"
+    rows = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines() if x.strip()]
+    if not rows:
+        return "no metrics were written"
+    k = max(1, min(5, len(rows) // 4))
+    first = sum(r["loss"] for r in rows[:k]) / k
+    last = sum(r["loss"] for r in rows[-k:]) / k
+    timed = rows[1:] or rows  # the first step carries start-up costs
+    sps = sum(r["samples_per_sec"] for r in timed) / len(timed)
+    tps = sum(r["tokens_per_sec"] for r in timed) / len(timed)
+    return (
+        f"{len(rows)} steps: loss {first:.3f} -> {last:.3f} (mean of first/last {k}); "
+        f"{sps:.1f} samples/s, {tps:.0f} tokens/s; metrics in {run.metrics_jsonl}"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
