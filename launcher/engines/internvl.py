@@ -322,6 +322,9 @@ class InternVLEngine:
             f"--nproc_per_node={derived.gpus_per_node}",
             f"--master_addr={MASTER_ADDR}",
             f"--master_port={MASTER_PORT}",
+            # per-rank stdout/stderr files, and every rank's lines (prefixed) in the node log
+            f"--log-dir={run.logs_dir / f'node{node_rank}-ranks'}",
+            "--tee=3",
             *self.entry(spec),
             str(run.train_args_json),
         )
