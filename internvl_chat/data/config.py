@@ -1,0 +1,91 @@
+"""Data settings, named as the official DataTrainingArguments (spec §2.2). No torch."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from internvl_chat.data.tiling import num_image_token
+
+NORMALIZE = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.4814546, 0.4578275, 0.40821073), (0.2686295, 0.2613025, 0.2757711)),
+    "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    conv_style: str = "internlm2-chat"
+    """Template name: internlm2-chat, Hermes-2, phi3-chat, internvl2_5."""
+    max_seq_length: int = 8192
+    """Truncation length; samples whose image tokens would be cut are dropped."""
+    force_image_size: int = 448
+    """Tile side in pixels."""
+    patch_size: int = 14
+    """ViT patch size (from the model's vision_config)."""
+    down_sample_ratio: float = 0.5
+    """Pixel-shuffle ratio; with the two above gives tokens per tile."""
+    dynamic_image_size: bool = True
+    use_thumbnail: bool = True
+    min_dynamic_patch: int = 1
+    max_dynamic_patch: int = 12
+    """Default tile budget; a meta entry's max_dynamic_patch overrides it."""
+    normalize_type: str = "imagenet"
+    pad2square: bool = False
+    system_message: str | None = None
+    """None: the template's default (current InternVL code); templates.PIN_SYSTEM has the
+    2024-06 ones."""
+    group_by_length: bool = False
+    use_packed_ds: bool = False
+    """Packed rows: several samples per row, attention kept inside each sample."""
+    max_packed_tokens: int | None = None
+    """Row length in packed mode; None: max_seq_length."""
+    num_images_expected: int = 40
+    """Most tiles per packed row."""
+    max_bad_sample_ratio: float = 0.05
+    """Fail the build when a dataset's share of broken samples exceeds this."""
+    seed: int = 42
+
+    @property
+    def num_image_token(self) -> int:
+        return num_image_token(self.force_image_size, self.patch_size, self.down_sample_ratio)
+
+    @classmethod
+    def from_any(cls, cfg=None, **overrides) -> DataConfig:
+        """From a DataConfig, a dict (e.g. train_args.json, unknown keys ignored) or an object
+        with attributes. ``packed`` is accepted as an alias of ``use_packed_ds``."""
+        if isinstance(cfg, DataConfig):
+            return dataclasses.replace(cfg, **overrides)
+        names = {f.name for f in dataclasses.fields(cls)}
+        if cfg is None:
+            src = {}
+        elif isinstance(cfg, dict):
+            src = dict(cfg)
+        else:
+            src = {n: getattr(cfg, n) for n in names | {"packed"} if hasattr(cfg, n)}
+        if "packed" in src:
+            src.setdefault("use_packed_ds", src.pop("packed"))
+        src.update(overrides)
+        return cls(**{k: v for k, v in src.items() if k in names and v is not None})
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.normalize_type not in NORMALIZE:
+            out.append(
+                f"normalize_type {self.normalize_type!r} is not one of {', '.join(NORMALIZE)}"
+            )
+        if not 1 <= self.min_dynamic_patch <= self.max_dynamic_patch:
+            out.append(
+                f"need 1 <= min_dynamic_patch ({self.min_dynamic_patch}) <= max_dynamic_patch "
+                f"({self.max_dynamic_patch})"
+            )
+        if self.force_image_size % self.patch_size:
+            out.append(
+                f"force_image_size {self.force_image_size} is not a multiple of patch {self.patch_size}"
+            )
+        if self.max_seq_length < 16:
+            out.append(f"max_seq_length {self.max_seq_length} is too small")
+        if not 0 <= self.max_bad_sample_ratio <= 1:
+            out.append(f"max_bad_sample_ratio {self.max_bad_sample_ratio} must be within [0, 1]")
+        return out
