@@ -89,3 +89,39 @@ class DataConfig:
         if not 0 <= self.max_bad_sample_ratio <= 1:
             out.append(f"max_bad_sample_ratio {self.max_bad_sample_ratio} must be within [0, 1]")
         return out
+
+
+def model_data_settings(model_dir) -> dict:
+    """Tiling/template settings stored in a checkpoint's config.json, as DataConfig keys.
+
+    Original layout: force_image_size, downsample_ratio, max/min_dynamic_patch, use_thumbnail,
+    template, dynamic_image_size at top level and vision_config.patch_size / image_size.
+    transformers-native layout (model_type "internvl"): vision_config.image_size and
+    patch_size as [h, w] lists, downsample_ratio at top level.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        return {}
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    vision = cfg.get("vision_config") or {}
+
+    def first(v):
+        return v[0] if isinstance(v, list | tuple) else v
+
+    out = {
+        "force_image_size": cfg.get("force_image_size") or first(vision.get("image_size")),
+        "patch_size": first(vision.get("patch_size")),
+        "down_sample_ratio": cfg.get("downsample_ratio"),
+        "dynamic_image_size": cfg.get("dynamic_image_size"),
+        "use_thumbnail": cfg.get("use_thumbnail"),
+        "min_dynamic_patch": cfg.get("min_dynamic_patch"),
+        "max_dynamic_patch": cfg.get("max_dynamic_patch"),
+        "conv_style": cfg.get("template"),
+    }
+    if cfg.get("model_type") == "internvl":  # native processor: always tiles + thumbnail
+        for key in ("dynamic_image_size", "use_thumbnail"):
+            out[key] = True if out[key] is None else out[key]
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,0 +1,98 @@
+"""`python -m internvl_chat.tools.validate_data META_JSON --model MODEL_DIR [--conv-style S --max-seq-length N]`
+
+Checks a whole InternVL-format data set before a job is submitted and prints every problem
+as ``file:line: reason`` (meta-file problems as ``meta.json: name: reason``): bad JSON,
+missing or unreadable images, wrong roles / alternation, ``<image>`` count vs images, video
+samples, samples that would be truncated (dropped when image tokens would be cut), non-.jsonl
+annotations. Exit status 1 if anything is wrong, else 0 with a one-line summary.
+
+Tiling and template come from MODEL_DIR/config.json (overridable by flags), the tokenizer
+from MODEL_DIR. No model weights are loaded; torch is imported only through transformers'
+tokenizer loading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from internvl_chat.data.config import DataConfig, model_data_settings
+from internvl_chat.data.meta import load_meta, read_lines, scan_sample
+from internvl_chat.data.templates import SampleDropped, SampleError
+
+
+def settings(model_dir, **overrides) -> DataConfig:
+    """DataConfig from the model's config.json, then non-None ``overrides``."""
+    merged = model_data_settings(model_dir)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return DataConfig.from_any(merged)
+
+
+def load_model_tokenizer(model_dir):
+    from internvl_chat.tokenizer import load_tokenizer
+
+    model_dir = Path(model_dir)
+    for cand in (model_dir, model_dir / "llm", model_dir / "language_model"):
+        if (cand / "tokenizer.json").exists() or (cand / "tokenizer.model").exists():
+            return load_tokenizer(cand)
+    raise FileNotFoundError(f"{model_dir}: no tokenizer files (tokenizer.json / tokenizer.model)")
+
+
+def validate(meta_path, model_dir, tokenizer=None, **overrides) -> list[str]:
+    """Every problem of the data set as ``file:line: reason`` strings (empty: all good)."""
+    cfg = settings(model_dir, **overrides)
+    problems = [f"settings: {p}" for p in cfg.problems()]
+    if problems:
+        return problems
+    try:
+        entries = load_meta(meta_path)
+    except ValueError as e:
+        return [line.strip() for line in str(e).splitlines()[1:]] or [str(e)]
+    tokenizer = tokenizer or load_model_tokenizer(model_dir)
+    for entry in entries:
+        for line, text in read_lines(entry):
+            try:
+                info, _ = scan_sample(line, text, entry, cfg, tokenizer)
+            except SampleDropped as e:
+                problems.append(f"{entry.annotation}:{line}: dropped in training: {e}")
+                continue
+            except SampleError as e:
+                problems.append(f"{entry.annotation}:{line}: {e}")
+                continue
+            if info.truncated:
+                problems.append(
+                    f"{entry.annotation}:{line}: text would be truncated to max_seq_length "
+                    f"{cfg.max_seq_length}"
+                )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m internvl_chat.tools.validate_data")
+    p.add_argument("meta_path")
+    p.add_argument("--model", required=True, help="checkpoint folder (config.json, tokenizer)")
+    p.add_argument("--conv-style")
+    p.add_argument("--max-seq-length", type=int)
+    p.add_argument("--max-dynamic-patch", type=int)
+    p.add_argument("--force-image-size", type=int)
+    a = p.parse_args(argv)
+    problems = validate(
+        a.meta_path,
+        a.model,
+        conv_style=a.conv_style,
+        max_seq_length=a.max_seq_length,
+        max_dynamic_patch=a.max_dynamic_patch,
+        force_image_size=a.force_image_size,
+    )
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{len(problems)} problem(s) in {a.meta_path}", file=sys.stderr)
+        return 1
+    print(f"{a.meta_path}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
