@@ -231,7 +231,6 @@ start() {
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null ||
     die "slurmctld/slurmd not found: apt-get install -y slurm-wlm munge"
   [[ $(id -u) == 0 ]] || die "slurmd must run as root (we are $(id -un))"
-  mkdir -p "$DIR"
   local want
   want=$(render_conf)
   if [[ -f $CONF && $(cat "$CONF") == "$want" ]] && running; then
@@ -279,6 +278,11 @@ status() {
   log "not running ($CONF)"
   return 1
 }
+
+# One start/stop at a time: several test sessions may share the cluster.
+mkdir -p "$DIR"
+exec 9>"$DIR/.lock"
+flock -w 120 9 || die "another local_cluster.sh holds $DIR/.lock for 120 s"
 
 case $CMD in
   start) start ;;

@@ -1,0 +1,137 @@
+"""The local Slurm cluster for tests (slurm/local_cluster.sh), and waiting for jobs without sacct.
+
+The cluster has no accounting storage, so `sacct` exits 1 ("Slurm accounting storage is
+disabled"). submitit's SlurmInfoWatcher logs "Bypassing sacct error" and keeps the state
+UNKNOWN, which it counts as unfinished: `job.result()` then returns only once the result
+pickle exists, and blocks forever for a job that died without writing one (killed, timed out,
+failed before Python started). `wait_until_gone` + `submitit_results` are the robust way: poll
+`squeue` until the job has left the queue, then read the pickles (or raise with the task logs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "slurm" / "local_cluster.sh"
+# squeue %T states of a job that will not run again by itself.
+FINISHED = {
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+    "PREEMPTED", "TIMEOUT",
+}  # fmt: skip
+
+
+class SlurmUnavailable(Exception):
+    """Slurm cannot run here at all (not installed, not root): a reason to skip, outside CI."""
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A reachable Slurm cluster: `env` is os.environ plus SLURM_CONF, for subprocesses."""
+
+    conf: Path
+    env: dict[str, str]
+
+    def run(self, argv: list[str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        """Runs a Slurm command against this cluster; raises with its output if it fails."""
+        out = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout_s)
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} exited {out.returncode}\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+            )
+        return out
+
+
+def _cluster(conf: str | Path) -> SlurmCluster:
+    return SlurmCluster(conf=Path(conf), env={**os.environ, "SLURM_CONF": str(conf)})
+
+
+def _answers(cluster: SlurmCluster) -> bool:
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%D"], env=cluster.env, capture_output=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() != b""
+
+
+def find_or_start(timeout_s: float = 180) -> SlurmCluster:
+    """The cluster named by $SLURM_CONF if it answers, else the local one (started if needed).
+
+    Raises SlurmUnavailable when Slurm cannot run here, RuntimeError (with the daemons' log
+    tails) when it should but does not start.
+    """
+    if os.environ.get("SLURM_CONF"):
+        cluster = _cluster(os.environ["SLURM_CONF"])
+        if _answers(cluster):
+            return cluster
+    missing = [
+        b for b in ("slurmctld", "slurmd", "sinfo", "munged", "flock") if not shutil.which(b)
+    ]
+    if missing:
+        raise SlurmUnavailable(
+            f"Slurm not installed ({', '.join(missing)} not on PATH): "
+            "apt-get install -y slurm-wlm munge"
+        )
+    if os.geteuid() != 0:
+        raise SlurmUnavailable(
+            "the local Slurm cluster needs root (slurmd); start one as root with "
+            "`bash slurm/local_cluster.sh start` and export SLURM_CONF"
+        )
+    out = subprocess.run(
+        ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=timeout_s
+    )
+    exports = [ln for ln in out.stdout.splitlines() if ln.startswith("export SLURM_CONF=")]
+    if out.returncode != 0 or not exports:
+        raise RuntimeError(
+            f"bash {SCRIPT} start exited {out.returncode}:\n{out.stdout}{out.stderr[-8000:]}"
+        )
+    return _cluster(exports[-1].split("=", 1)[1])
+
+
+def squeue_state(job_id: str, env: dict[str, str]) -> str | None:
+    """The job's state while Slurm still lists it, None once it has left the queue."""
+    out = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        # squeue forgets a job MinJobAge (30 s here) after it ended.
+        if "Invalid job id" in out.stderr:
+            return None
+        raise RuntimeError(f"squeue -j {job_id} failed: {out.stderr.strip()}")
+    state = out.stdout.strip()
+    return None if not state or state in FINISHED else state
+
+
+def wait_until_gone(
+    job_id: str, env: dict[str, str], timeout_s: float, poll_s: float = 0.5
+) -> None:
+    """Polls squeue until the job is finished; scancels it and raises after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while (state := squeue_state(job_id, env)) is not None:
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job_id], env=env, check=False)
+            raise TimeoutError(f"Slurm job {job_id} still {state} after {timeout_s:g} s; cancelled")
+        time.sleep(poll_s)
+
+
+def submitit_results(job: Any, env: dict[str, str], timeout_s: float = 120) -> list[Any]:
+    """Results of every task of a submitit job, without sacct (see the module docstring)."""
+    wait_until_gone(job.job_id, env, timeout_s)
+    tasks = [job.task(i) for i in range(job.num_tasks)] if job.num_tasks > 1 else [job]
+    missing = [t for t in tasks if not t.paths.result_pickle.exists()]
+    if missing:
+        logs = "\n".join(
+            f"--- task {t.task_id}: {t.paths.stdout}\n{(t.stdout() or '')[-2000:]}"
+            f"{(t.stderr() or '')[-2000:]}"
+            for t in missing
+        )
+        raise RuntimeError(f"Slurm job {job.job_id} ended without a result from tasks:\n{logs}")
+    return job.results()
