@@ -1,0 +1,109 @@
+"""Memory pre-flight against DeepSpeed's own model-state estimators (the test may import
+deepspeed; launcher.memory must not)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from launcher.flops import LLMS, VITS, ModelDims, Trainable
+from launcher.memory import GIB, estimate, llm_activation_bytes, model_states
+
+ds2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
+ds3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
+
+CASES = [(25.5e9, 8, 4), (1.9e9, 8, 1), (7.7e9, 4, 2), (0.4e6, 1, 2)]
+
+
+@pytest.mark.parametrize("params, gpn, nodes", CASES)
+@pytest.mark.parametrize("offload", [False, True])
+def test_zero2_equals_deepspeed(params, gpn, nodes, offload):
+    cpu, gpu = ds2.estimate_zero2_model_states_mem_needs(
+        params, num_gpus_per_node=gpn, num_nodes=nodes, cpu_offload=offload
+    )
+    ours = model_states(
+        params, params, largest_layer_params=1, zero_stage=2, gpus_per_node=gpn, nodes=nodes,
+        offload_optimizer=offload,
+    )  # fmt: skip
+    assert ours.gpu_bytes == pytest.approx(gpu, abs=1)
+    assert ours.cpu_bytes_per_node == pytest.approx(cpu, abs=1)
+
+
+@pytest.mark.parametrize("params, gpn, nodes", CASES)
+@pytest.mark.parametrize(
+    "offload_opt, offload_param", [(False, False), (True, False), (True, True)]
+)
+def test_zero3_equals_deepspeed(params, gpn, nodes, offload_opt, offload_param):
+    largest = params / 40
+    cpu, gpu, _ = ds3.estimate_zero3_model_states_mem_needs(
+        params, largest, num_gpus_per_node=gpn, num_nodes=nodes,
+        cpu_offload=offload_opt, cpu_offload_params=offload_param,
+    )  # fmt: skip
+    ours = model_states(
+        params, params, largest_layer_params=largest, zero_stage=3, gpus_per_node=gpn,
+        nodes=nodes, offload_optimizer=offload_opt, offload_param=offload_param,
+    )  # fmt: skip
+    assert ours.gpu_bytes == pytest.approx(gpu, abs=1)
+    assert ours.cpu_bytes_per_node == pytest.approx(cpu, abs=1)
+
+
+def test_frozen_part_costs_weights_only():
+    """Seed 000 shape: LLM (19.86B) frozen, 5.6B trainable, ZeRO-2 on 32 devices: 2 bytes for
+    every weight, 18 bytes per trainable parameter shared over 32."""
+    p, pt = 25.5e9, 5.6e9
+    s = model_states(p, pt, largest_layer_params=1, zero_stage=2, gpus_per_node=8, nodes=4)
+    assert s.gpu_bytes == pytest.approx(2 * p + 18 * pt / 32)
+    s1 = model_states(p, pt, largest_layer_params=1, zero_stage=1, gpus_per_node=8, nodes=4)
+    assert s1.gpu_bytes == pytest.approx(2 * p + 2 * pt + 16 * pt / 32)
+    s0 = model_states(p, pt, largest_layer_params=1, zero_stage=0, gpus_per_node=8, nodes=4)
+    assert s0.gpu_bytes == pytest.approx(2 * p + 18 * pt)
+
+
+def test_bad_combinations_all_listed():
+    with pytest.raises(ValueError) as e:
+        model_states(1e9, 2e9, largest_layer_params=1, zero_stage=0, gpus_per_node=1, nodes=1,
+                     offload_optimizer=True, offload_param=True)  # fmt: skip
+    msg = str(e.value)
+    assert "offload_param needs ZeRO stage 3" in msg
+    assert "offload_optimizer needs ZeRO stage 1-3" in msg
+    assert "trainable_params" in msg
+
+
+def test_activations_by_hand_and_checkpointing():
+    llm = LLMS["internlm2-20b"]
+    dims = ModelDims(llm=llm)
+    # per token per layer 2*(6*6144 + 2*1024 + 4*16384) = 208896 bytes; logits 6*92544
+    full = llm_activation_bytes(dims, 8192, checkpointing=False)
+    assert full == 8192 * (48 * 208896 + 6 * 92544)
+    ckpt = llm_activation_bytes(dims, 8192, checkpointing=True)
+    assert ckpt == 8192 * (48 * 2 * 6144 + 208896 + 6 * 92544)
+    assert full / GIB == pytest.approx(80.7, abs=0.1) and ckpt / GIB == pytest.approx(10.3, abs=0.1)
+
+
+def test_seed000_estimate_orders_configurations():
+    dims = ModelDims(
+        llm=LLMS["internlm2-20b"], vit=VITS["internvit-6b-448px-v1-5"], projector_params=0.09e9,
+        llm_params=19.86e9,
+    )  # fmt: skip
+    tr = Trainable(llm=False, vit=True, projector=True)
+    kw = dict(trainable=tr, gpus_per_node=8, nodes=4, seq_len=8192, tiles_per_sample=13,
+              grad_checkpoint=True)  # fmt: skip
+    z2_b1 = estimate(dims, zero_stage=2, per_device_batch=1, **kw)
+    z2_b4 = estimate(dims, zero_stage=2, per_device_batch=4, **kw)
+    z3_b1 = estimate(dims, zero_stage=3, per_device_batch=1, **kw)
+    assert z3_b1.total < z2_b1.total < z2_b4.total
+    assert z2_b1.fits(80) and not z2_b4.fits(80)
+    no_ckpt = estimate(dims, zero_stage=2, per_device_batch=1, **{**kw, "grad_checkpoint": False})
+    assert not no_ckpt.fits(80)
+    assert "GiB per device" in z2_b1.describe()
+
+
+def test_launcher_modules_import_no_heavy_packages():
+    code = (
+        "import sys, launcher.flops, launcher.memory, launcher.collect, launcher.collect.metrics,"
+        " launcher.verdict, launcher.report;"
+        " bad = {'torch', 'deepspeed', 'transformers', 'matplotlib'} & set(sys.modules);"
+        " sys.exit(','.join(sorted(bad)))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr or r.stdout
