@@ -39,15 +39,23 @@ class MetaEntry:
 
 
 def load_meta(meta_path: str | os.PathLike) -> list[MetaEntry]:
-    """Parse a meta file; raises ValueError listing every problem. Relative ``root`` and
-    ``annotation`` paths are resolved against the meta file's folder."""
+    """Parse a meta file; raises ValueError listing every problem (see parse_meta)."""
+    entries, problems = parse_meta(meta_path)
+    if problems:
+        raise ValueError("invalid meta file:\n  " + "\n  ".join(problems))
+    return entries
+
+
+def parse_meta(meta_path: str | os.PathLike) -> tuple[list[MetaEntry], list[str]]:
+    """(valid entries, problems of the others). Relative ``root`` and ``annotation`` paths
+    are resolved against the meta file's folder."""
     meta_path = Path(meta_path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path}: cannot read meta JSON: {e}") from e
+        return [], [f"{meta_path}: cannot read meta JSON: {e}"]
     if not isinstance(meta, dict) or not meta:
-        raise ValueError(f"{meta_path}: must be a non-empty JSON object {{name: {{...}}}}")
+        return [], [f"{meta_path}: must be a non-empty JSON object {{name: {{...}}}}"]
     base = meta_path.resolve().parent
     entries, problems = [], []
     for name, d in meta.items():
@@ -55,34 +63,28 @@ def load_meta(meta_path: str | os.PathLike) -> list[MetaEntry]:
         if not isinstance(d, dict):
             problems.append(f"{where}: must be an object")
             continue
-        for key in ("root", "annotation", "repeat_time"):
-            if key not in d:
-                problems.append(f"{where}: missing '{key}'")
+        mine = [
+            f"{where}: missing '{k}'" for k in ("root", "annotation", "repeat_time") if k not in d
+        ]
         ann = d.get("annotation")
         if isinstance(ann, str) and not ann.endswith(".jsonl"):
-            problems.append(f"{where}.annotation: {ann!r} is not a .jsonl file")
+            mine.append(f"{where}.annotation: {ann!r} is not a .jsonl file")
+        elif isinstance(ann, str) and not (base / ann).is_file():
+            mine.append(f"{where}.annotation: {base / ann} does not exist")
         rt = d.get("repeat_time")
         if rt is not None and (
             not isinstance(rt, int | float) or rt <= 0 or (rt > 1 and rt != int(rt))
         ):
-            problems.append(f"{where}.repeat_time: {rt!r} must be > 0, and an integer when > 1")
+            mine.append(f"{where}.repeat_time: {rt!r} must be > 0, and an integer when > 1")
         mdp = d.get("max_dynamic_patch")
         if mdp is not None and (not isinstance(mdp, int) or mdp < 1):
-            problems.append(f"{where}.max_dynamic_patch: {mdp!r} must be an integer >= 1")
-        if isinstance(ann, str) and ann.endswith(".jsonl"):
-            path = base / ann
-            if not path.is_file():
-                problems.append(f"{where}.annotation: {path} does not exist")
-        if not problems:
-            root = d["root"]
-            if not root.startswith("s3://"):
-                root = str(base / root)
-            entries.append(
-                MetaEntry(name, root, base / ann, bool(d.get("data_augment", False)), rt, mdp)
-            )
-    if problems:
-        raise ValueError("invalid meta file:\n  " + "\n  ".join(problems))
-    return entries
+            mine.append(f"{where}.max_dynamic_patch: {mdp!r} must be an integer >= 1")
+        problems += mine
+        if not mine:
+            root = d["root"] if d["root"].startswith("s3://") else str(base / d["root"])
+            augment = bool(d.get("data_augment", False))
+            entries.append(MetaEntry(name, root, base / ann, augment, rt, mdp))
+    return entries, problems
 
 
 def read_lines(entry: MetaEntry) -> list[tuple[int, str]]:
@@ -121,7 +123,7 @@ class SampleInfo:
 
 def parse_line(text: str) -> dict:
     try:
-        row = json.loads(text)
+        row = json.loads(text.strip())
     except json.JSONDecodeError as e:
         raise SampleError(f"bad JSON: {e}") from e
     if not isinstance(row, dict):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from internvl_chat.data.config import DataConfig, model_data_settings
-from internvl_chat.data.meta import load_meta, read_lines, scan_sample
+from internvl_chat.data.meta import parse_meta, read_lines, scan_sample
 from internvl_chat.data.templates import SampleDropped, SampleError
 
 
@@ -45,10 +45,7 @@ def validate(meta_path, model_dir, tokenizer=None, **overrides) -> list[str]:
     problems = [f"settings: {p}" for p in cfg.problems()]
     if problems:
         return problems
-    try:
-        entries = load_meta(meta_path)
-    except ValueError as e:
-        return [line.strip() for line in str(e).splitlines()[1:]] or [str(e)]
+    entries, problems = parse_meta(meta_path)
     tokenizer = tokenizer or load_model_tokenizer(model_dir)
     for entry in entries:
         for line, text in read_lines(entry):
