@@ -102,6 +102,8 @@ class Trainable:
     projector: bool = True
 
 
+ALL_TRAINABLE = Trainable()
+
 # Real architectures (from each model's config.json); the lead's conf/model/*.yaml dims match.
 LLMS: dict[str, LlmArch] = {
     "internlm2-20b": LlmArch(
@@ -164,7 +166,7 @@ def sample_flops(
     llm_tokens: float,
     image_tokens: float = 0.0,
     seq_len: float | None = None,
-    trainable: Trainable = Trainable(),
+    trainable: Trainable = ALL_TRAINABLE,
 ) -> float:
     """Model FLOPs to train on one sample with `llm_tokens` LLM positions, `image_tokens` of
     which come from image tiles. seq_len (attention length) defaults to llm_tokens."""
@@ -244,6 +246,7 @@ def trainable_from_config(model: Mapping[str, Any]) -> Trainable:
 
 
 __all__ = [
+    "ALL_TRAINABLE",
     "LLMS",
     "VITS",
     "LlmArch",

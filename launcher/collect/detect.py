@@ -1,0 +1,110 @@
+"""Which kind of log a file or folder holds, and loading it into records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("metrics_jsonl", "hf_trainer", "xtuner_vis")
+
+
+class LogError(ValueError):
+    """A log that cannot be read; the message lists every bad line at once."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path, self.problems = path, problems
+        lines = [f"{len(problems)} problem(s) in {path}:"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedLog:
+    kind: str
+    path: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None = None
+    """HF-Trainer's final {'train_runtime', 'train_samples_per_second', ...} line."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _first_json_object(path: Path) -> dict | None:
+    with path.open(errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+                return obj if isinstance(obj, dict) else None
+    return None
+
+
+def _kind_of_file(path: Path) -> str | None:
+    obj = _first_json_object(path)
+    if obj is not None:
+        if "iter" in obj and ("time" in obj or "data_time" in obj):
+            return "xtuner_vis"
+        if "step" in obj:
+            return "metrics_jsonl"
+        return None
+    with path.open(errors="replace") as f:
+        head = f.read(4_000_000)
+    if "{'loss'" in head or "{'train_runtime'" in head:
+        return "hf_trainer"
+    return None
+
+
+def find_log(path: str | Path) -> tuple[str, Path]:
+    """(kind, file) for a log file, a run dir, or a folder holding one raw log.
+
+    Preference in a folder: our metrics.jsonl, then XTuner vis_data/<timestamp>.json, then a
+    text log with HF-Trainer lines (logs/node0.log in a run dir, else *.log / *.out / *.txt).
+    """
+    path = Path(path)
+    if path.is_file():
+        kind = _kind_of_file(path)
+        if kind is None:
+            raise LogError(path, ["not a metrics.jsonl, HF-Trainer log or XTuner vis_data file"])
+        return kind, path
+    if not path.is_dir():
+        raise LogError(path, ["no such file or folder"])
+    if (path / "metrics.jsonl").is_file() and (path / "metrics.jsonl").stat().st_size:
+        return "metrics_jsonl", path / "metrics.jsonl"
+    vis = sorted(
+        p for p in path.rglob("vis_data/*.json") if p.name != "scalars.json" and p.is_file()
+    )
+    if vis:
+        return "xtuner_vis", vis[-1]  # newest timestamp: the latest (resumed) run
+    texts = [path / "logs" / "node0.log"]
+    texts += sorted(p for ext in ("*.log", "*.out", "*.txt") for p in path.glob(ext))
+    for p in texts:
+        if p.is_file() and _kind_of_file(p) == "hf_trainer":
+            return "hf_trainer", p
+    raise LogError(
+        path,
+        [
+            "no training log found (looked for metrics.jsonl, vis_data/<timestamp>.json, "
+            "logs/node0.log, *.log, *.out, *.txt with HF-Trainer lines)"
+        ],
+    )
+
+
+def detect(path: str | Path) -> str:
+    """The kind of log at `path`: metrics_jsonl | hf_trainer | xtuner_vis."""
+    return find_log(path)[0]
+
+
+def load(path: str | Path) -> ParsedLog:
+    """Parse the log at `path` (file or folder) into records."""
+    from launcher.collect import hf_trainer, jsonl, xtuner
+
+    kind, file = find_log(path)
+    parser = {
+        "metrics_jsonl": jsonl.parse,
+        "hf_trainer": hf_trainer.parse,
+        "xtuner_vis": xtuner.parse,
+    }
+    return parser[kind](file)
