@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,11 +15,11 @@ import pytest
 import submitit
 from slurm_cluster import SlurmCluster, submitit_results
 
-pytestmark = pytest.mark.slurm
 # The job's Python cannot import this test module (tests/ is not on its path): ship functions whole.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+@pytest.mark.slurm
 def test_srun_runs_one_task_on_each_node(slurm_cluster: SlurmCluster):
     script = 'echo "$SLURMD_NODENAME $SLURM_NODEID $(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd,)"'
     out = slurm_cluster.run(
@@ -31,6 +32,7 @@ def test_srun_runs_one_task_on_each_node(slurm_cluster: SlurmCluster):
     ], out
 
 
+@pytest.mark.slurm
 def test_nodes_are_addressed_on_loopback(slurm_cluster: SlurmCluster):
     out = slurm_cluster.run(["scontrol", "show", "node", "node1"]).stdout
     assert "NodeAddr=127.0.0.1" in out.split(), out
@@ -55,6 +57,7 @@ def _executor(folder: Path, nodes: int) -> submitit.SlurmExecutor:
     return executor
 
 
+@pytest.mark.slurm
 def test_submitit_two_node_job(slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     job = _executor(tmp_path, nodes=2).submit(_where_am_i)
@@ -70,6 +73,7 @@ def _die_without_result() -> None:
     os._exit(3)
 
 
+@pytest.mark.slurm
 def test_job_that_dies_without_a_result_is_reported_not_awaited_forever(
     slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch
 ):
@@ -79,3 +83,19 @@ def test_job_that_dies_without_a_result_is_reported_not_awaited_forever(
     with pytest.raises(RuntimeError, match=f"job {job.job_id} ended without a result"):
         submitit_results(job, slurm_cluster.env, timeout_s=120)
     assert not os.path.exists(job.paths.result_pickle)
+
+
+@pytest.mark.parametrize(("ci", "expect"), [("true", "1 error"), ("", "1 skipped")])
+def test_without_slurm_ci_fails_and_others_skip(ci: str, expect: str, tmp_path: Path):
+    # No slurm_cluster fixture here: this runs a pytest of its own on a PATH without Slurm.
+    test = f"{Path(__file__)}::test_nodes_are_addressed_on_loopback"
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CONF", "CI")}
+    env.update(PATH=str(tmp_path), CI=ci)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert expect in out.stdout, out.stdout + out.stderr
+    assert (out.returncode != 0) == (ci == "true"), out.stdout
+    if ci == "true":
+        assert "CI=true needs Slurm: Slurm not installed" in out.stdout, out.stdout

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# bash tests/run.sh [pytest args] — the whole test suite: builds .venv if needed, starts the
+# local 2-node Slurm cluster (slurm/local_cluster.sh) where Slurm is installed, runs pytest.
+# Examples: bash tests/run.sh;  bash tests/run.sh tests/test_slurm_cluster.py;  bash tests/run.sh -m "not slow"
+# Exit status is pytest's, except that "no tests collected" (5) is reported as a failure too.
+# Under CI=true a Slurm that cannot start fails the run (and the slurm tests) instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+t0=$(date +%s.%N)
+phase_start=$t0
+phase() {  # NAME: report the time since the previous phase ended
+  local now
+  now=$(date +%s.%N)
+  awk -v name="$1" -v a="$phase_start" -v b="$now" 'BEGIN { printf "[tests/run.sh] %-7s %7.1f s\n", name, b - a }'
+  phase_start=$now
+}
+
+bash setup.sh
+phase venv
+
+# XTuner's own environment (.venv-xtuner) for the tests marked `xtuner`:
+# bash xtuner_cfgs/make_env.sh
+# phase xtuner
+
+if command -v slurmctld >/dev/null && command -v slurmd >/dev/null; then
+  if ! exports=$(bash slurm/local_cluster.sh start); then
+    if [[ ${CI:-} == true ]]; then
+      echo "[tests/run.sh] the local Slurm cluster did not start (logs above); CI=true needs it" >&2
+      exit 1
+    fi
+    echo "[tests/run.sh] WARNING: no local Slurm cluster; the slurm tests will skip or fail" >&2
+  else
+    eval "$exports"
+    echo "[tests/run.sh] SLURM_CONF=$SLURM_CONF"
+  fi
+else
+  echo "[tests/run.sh] slurm-wlm not installed: the slurm tests will be skipped (apt-get install -y slurm-wlm munge)" >&2
+fi
+phase slurm
+
+status=0
+if [[ $# -gt 0 ]]; then
+  # With only options (-k, -m, ...) pytest falls back to testpaths = ["tests"] (pyproject.toml).
+  .venv/bin/python -m pytest -q "$@" || status=$?
+else
+  .venv/bin/python -m pytest -q tests || status=$?
+fi
+phase pytest
+if [[ $status -eq 5 ]]; then
+  echo "[tests/run.sh] FAILED: pytest collected no tests (exit 5)" >&2
+elif [[ $status -ne 0 ]]; then
+  echo "[tests/run.sh] FAILED: pytest exited $status" >&2
+fi
+phase_start=$t0
+phase total
+exit "$status"
