@@ -3,6 +3,7 @@ deepspeed; launcher.memory must not)."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,7 +104,8 @@ def test_launcher_modules_import_no_heavy_packages():
         "import sys, launcher.flops, launcher.memory, launcher.collect, launcher.collect.metrics,"
         " launcher.verdict, launcher.report;"
         " bad = {'torch', 'deepspeed', 'transformers', 'matplotlib'} & set(sys.modules);"
-        " sys.exit(','.join(sorted(bad)))"
+        " sys.exit(','.join(sorted(bad)) or 0)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    root = Path(__file__).parent.parent
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stderr or r.stdout

@@ -1,0 +1,92 @@
+"""report(): a fixture sweep (3 run dirs) and bare logs, against saved copies in
+tests/expected/report/. Regenerate deliberately: UPDATE_EXPECTED=1 pytest tests/test_report.py"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from launcher.report import report
+
+FIX = Path(__file__).parent / "fixtures" / "logs"
+EXPECTED = Path(__file__).parent / "expected" / "report"
+
+
+def _compare(name: str, text: str):
+    path = EXPECTED / name
+    if os.environ.get("UPDATE_EXPECTED") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"no saved copy {path}; run with UPDATE_EXPECTED=1 to create it"
+    assert text == path.read_text(), f"{name} differs from the saved copy"
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    dst = tmp_path / "sweep"
+    shutil.copytree(FIX / "sweep", dst)
+    return dst
+
+
+def test_sweep_report_matches_saved_copy(sweep):
+    md, rows = report([sweep])
+    assert md == sweep / "report.md"
+    _compare("sweep/report.md", md.read_text())
+    _compare("sweep/metrics.csv", (sweep / "metrics.csv").read_text())
+    for png in ("loss.png", "tgs.png", "mfu.png"):
+        assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [r.name for r in rows] == ["0", "1", "2"]
+
+
+def test_sweep_figures_by_hand(sweep):
+    _, rows = report([sweep], plots=False)
+    r0 = rows[0].metrics
+    # run 0: GBS 64 on 8 devices, steps 6..20: odd steps 8.5 samples/s (7 of them), even 7.5
+    # (8): mean = (7 x 8.5 + 8 x 7.5) / 15 = 7.9667; TGS = 7.9667 x 4096 / 8 = 4078.9
+    assert r0.tgs == pytest.approx((7 * 8.5 + 8 * 7.5) / 15 * 4096 / 8, rel=1e-4)
+    assert r0.step_time_p50 == pytest.approx(64 / 7.5, rel=1e-4)
+    # loss 1.6 + 1.5 x 0.8^s: 1.8517 at step 8, 1.8013 at step 9 < 1.85 within 18 steps
+    assert rows[0].verdict.passed is True and "step 9" in rows[0].verdict.reason
+    assert rows[1].verdict.passed is False  # floor 1.9
+    assert rows[2].metrics.tgs is None  # 8 steps, still running
+    assert rows[2].verdict.passed is None
+
+
+def test_summary_json_updated_atomically_keeping_keys(sweep):
+    report([sweep], plots=False)
+    s0 = json.loads((sweep / "0" / "summary.json").read_text())
+    assert s0["job_id"] == "12340" and s0["status"] == "completed"  # kept
+    for key in ("steps", "final_loss", "tgs", "tokens_per_sec_per_device", "mfu", "verdict"):
+        assert key in s0
+    assert s0["steps"] == 20 and s0["verdict"] == "PASS"
+    assert 0 < s0["mfu"] < 1
+    assert not (sweep / "2" / "summary.json").exists()  # not ended: nothing invented
+    assert not list(sweep.glob("*/.summary.json.*"))  # no temp files left behind
+
+
+def test_bare_logs_with_flags(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    shutil.copy(FIX / "hf_seed000_excerpt.log", hf / "train.log")
+    xt = tmp_path / "xt"
+    shutil.copytree(FIX / "xtuner_seed001", xt)
+    md, rows = report([hf, xt], gpus=32, seq_len=2048, global_batch_size=1024, peak_tflops=312)
+    assert md == tmp_path / "report.md"
+    assert [r.kind for r in rows] == ["hf_trainer", "xtuner_vis"]
+    assert rows[0].metrics.tgs is None and "only 1 step(s)" in rows[0].metrics.tgs_reason
+    assert rows[1].metrics.tgs == pytest.approx(
+        (1024 / 14.25826325416565 + 1024 / 14.272274851799011 + 1024 / 14.245970010757446)
+        / 3
+        * 2048
+        / 32
+    )
+    text = md.read_text()
+    assert "XTuner's own tflops 19.6" in text and "no MFU: a bare log" in text
+
+
+def test_missing_paths_all_named(tmp_path):
+    with pytest.raises(ValueError) as e:
+        report([tmp_path / "nope1", tmp_path / "nope2"])
+    assert "nope1" in str(e.value) and "nope2" in str(e.value)
