@@ -1,0 +1,83 @@
+"""Which parameters train: freezing, LoRA and gradient checkpointing in the spec's order (§4.5-4.6)."""
+
+from __future__ import annotations
+
+from internvl_chat.model.internvl import InternVLChatModel
+from internvl_chat.model.llm import LORA_TARGETS
+
+BACKBONE_LORA_TARGETS = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]
+
+
+def wrap_backbone_lora(model: InternVLChatModel, r: int) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05, target_modules=BACKBONE_LORA_TARGETS)
+    model.vision_model = get_peft_model(model.vision_model, cfg)
+    model.config.use_backbone_lora = r
+
+
+def wrap_llm_lora(model: InternVLChatModel, r: int) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        lora_dropout=0.05,
+        target_modules=LORA_TARGETS[model.config.family],
+        task_type="CAUSAL_LM",
+    )
+    model.language_model = get_peft_model(model.language_model, cfg)
+    model.language_model.enable_input_require_grads()
+    model.config.use_llm_lora = r
+
+
+def _vit_layers(model: InternVLChatModel):
+    vm = model.vision_model
+    vm = vm.get_base_model() if hasattr(vm, "get_base_model") else vm
+    return vm.encoder.layers
+
+
+def configure_trainable(
+    model: InternVLChatModel,
+    *,
+    freeze_backbone: bool = False,
+    freeze_llm: bool = False,
+    freeze_mlp: bool = False,
+    unfreeze_vit_layers: int = 0,
+    use_backbone_lora: int = 0,
+    use_llm_lora: int = 0,
+    grad_checkpoint: bool = True,
+) -> list[str]:
+    """Apply the settings in the official script's order; return the trainable parameter names.
+
+    LoRA already present in a loaded checkpoint (config.use_*_lora) is not wrapped twice.
+    """
+    if freeze_backbone:
+        model.vision_model.requires_grad_(False)
+    if freeze_llm:
+        model.language_model.eval()
+        model.language_model.requires_grad_(False)
+    if use_backbone_lora and not model.config.use_backbone_lora:
+        wrap_backbone_lora(model, use_backbone_lora)
+    if use_llm_lora and not model.config.use_llm_lora:
+        wrap_llm_lora(model, use_llm_lora)
+    if freeze_mlp:
+        model.mlp1.requires_grad_(False)
+    if unfreeze_vit_layers:
+        layers = _vit_layers(model)
+        for layer in layers[unfreeze_vit_layers:]:
+            layer.requires_grad_(True)
+
+    model.language_model.config.use_cache = False
+    _vit_encoder(model).gradient_checkpointing = True  # the official ViT always checkpoints
+    if grad_checkpoint:
+        model.language_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _vit_encoder(model: InternVLChatModel):
+    vm = model.vision_model
+    vm = vm.get_base_model() if hasattr(vm, "get_base_model") else vm
+    return vm.encoder
