@@ -141,7 +141,16 @@ def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
     d = spec.data
     if d.meta_file:
         path = Path(d.meta_file)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        meta = json.loads(path.read_text())
+        # the copy lives in the run dir: relative paths keep meaning what they meant
+        for entry in meta.values():
+            for key in ("root", "annotation"):
+                if isinstance(entry, dict) and isinstance(entry.get(key), str):
+                    if not entry[key].startswith("s3://"):
+                        entry[key] = str((path.parent / entry[key]).absolute())
+        return meta
     return {name: _entry(e) for name, e in d.datasets.items()}
 
 
