@@ -493,6 +493,12 @@ class Trainer:
             return 0
         step, path = found[-1]
         self.engine.load_checkpoint(str(path), tag="ds")
+        # The saved scheduler carries the lr it last set; recompute it from this run's schedule.
+        lam = self.scheduler.lr_lambdas[0]
+        last = [base * lam(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, last, strict=True):
+            group["lr"] = lr
+        self.scheduler._last_lr = last
         self.global_step = step
         self.log({"resumed_from": str(path), "global_step": step})
         return step
@@ -551,6 +557,7 @@ class Trainer:
         t_start = time.time()
         loss_since_log, steps_since_log, loss_sum, steps_done = 0.0, 0, 0.0, 0
         acc = _StepAcc()
+        last_eval = -1
         while self.global_step < self.total_steps:
             self.sampler.set_epoch(epoch)
             it = iter(self.loader)
@@ -616,13 +623,14 @@ class Trainer:
                     do_save or (eval_strategy == "steps" and self.global_step % eval_steps == 0)
                 )
                 if do_eval:
+                    last_eval = self.global_step
                     rec["eval_loss"] = self.evaluate()
                     self.log({"eval_loss": round(rec["eval_loss"], 4), "epoch": rec["epoch"]})
                     self._tb({"eval/loss": rec["eval_loss"]})
                 if metrics:
                     metrics.write(json.dumps(rec) + "\n")
                     metrics.flush()
-                if do_save and self.global_step < self.total_steps:
+                if do_save:
                     self.save_checkpoint()
             epoch += 1
             if a.save_strategy == "epoch" and self.global_step < self.total_steps:
@@ -636,7 +644,7 @@ class Trainer:
             "train_loss": loss_sum / max(steps_done, 1),
             "epoch": round(self.epoch_float, 4),
         }
-        if self.eval_ds is not None:
+        if self.eval_ds is not None and last_eval != self.global_step:
             summary_eval = self.evaluate()
             self.log({"eval_loss": round(summary_eval, 4), "epoch": summary["epoch"]})
             self._tb({"eval/loss": summary_eval})
@@ -716,6 +724,11 @@ def _steps(value: float, total: int) -> int:
 
 def run(a: TrainArgs) -> dict:
     """Train with the given arguments (importable entry; ``main`` is the CLI)."""
+    import warnings
+
+    # DeepSpeed calls deprecated c10d names once per bucket; the warning floods every step.
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated")
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing_enable.* is deprecated")
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(a)

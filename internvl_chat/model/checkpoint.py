@@ -402,6 +402,8 @@ def load_model(
     cfg.force_image_size = target_size
     model.layout = layout
     model.tokenizer_dir = tokenizer_dir
+    if layout == "hf":
+        model.img_context_token_id = _read_json(root / "config.json").get("image_token_id")
     return model
 
 
