@@ -6,6 +6,7 @@ derived numbers together with *every* problem, each naming the setting to change
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -99,6 +100,50 @@ def resolve_batch(spec: JobSpec) -> tuple[tuple[int, int, int] | None, list[Prob
             )
         ]
     return (pdb, ga, gbs), []
+
+
+def memory_estimate(spec: JobSpec, derived: Derived):
+    """Per-device memory estimate (launcher/memory.py, docs/MEMORY.md); None without dims."""
+    from launcher import memory
+    from launcher.flops import dims_from_config, trainable_from_config
+
+    model = dataclasses.asdict(spec.model)
+    try:
+        dims = dims_from_config(model)
+    except ValueError:
+        return None
+    m = spec.model
+    tiles = (
+        (m.max_dynamic_patch + (1 if m.use_thumbnail and m.max_dynamic_patch > 1 else 0))
+        if m.dynamic_image_size
+        else 1
+    )
+    return memory.estimate(
+        dims,
+        trainable=trainable_from_config(model),
+        zero_stage=spec.parallelism.zero_stage,
+        gpus_per_node=derived.gpus_per_node,
+        nodes=derived.nodes,
+        per_device_batch=derived.per_device_batch_size,
+        seq_len=spec.seq_len,
+        tiles_per_sample=tiles,
+        grad_checkpoint=m.grad_checkpoint,
+        offload_optimizer=spec.parallelism.offload_optimizer,
+        offload_param=spec.parallelism.offload_param,
+    )
+
+
+def memory_problem(spec: JobSpec, derived: Derived) -> Problem | None:
+    """The estimate above the device's memory, as a problem naming what to change."""
+    est = memory_estimate(spec, derived)
+    if est is None or spec.hw.accelerator == "cpu" or est.fits(spec.hw.memory_gb):
+        return None
+    return Problem(
+        "parallelism",
+        f"estimated {est.describe()} exceeds hw.memory_gb={spec.hw.memory_gb:g} "
+        f"(zero_stage {spec.parallelism.zero_stage}, per-device batch {derived.per_device_batch_size}); "
+        "use a higher ZeRO stage, offload, or a smaller per_device_batch_size",
+    )
 
 
 def lookup(spec: Any, dotted: str) -> Any:

@@ -11,7 +11,7 @@ import tempfile
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import compose as composing
-from launcher.check import check
+from launcher.check import check, memory_problem
 from launcher.dispatch import dispatch, wait
 from launcher.engines import get_engine
 from launcher.engines.internvl import meta_entries
@@ -20,8 +20,14 @@ from launcher.rundir import RunDir
 from launcher.spec import ConfigError, JobSpec, Problem, to_spec
 
 
-def plan_from_config(cfg: DictConfig, problems: list[Problem] | None = None) -> tuple[Plan, object]:
-    """Check and plan; raise ConfigError with every problem (compose's ones included)."""
+def plan_from_config(
+    cfg: DictConfig, problems: list[Problem] | None = None, *, memory_is_fatal: bool = False
+) -> tuple[Plan, JobSpec]:
+    """Check and plan; raise ConfigError with every problem (compose's ones included).
+
+    A memory estimate above the device's is a warning for a single run (it is an estimate)
+    and a problem for sweep points (`memory_is_fatal`), which are then not submitted.
+    """
     problems = list(problems or [])
     data = composing.to_container(cfg)
     try:
@@ -32,6 +38,11 @@ def plan_from_config(cfg: DictConfig, problems: list[Problem] | None = None) -> 
     problems += found
     if derived is not None:
         problems += get_engine(spec.model.engine).check(spec, derived)
+        if (too_big := memory_problem(spec, derived)) is not None:
+            if memory_is_fatal:
+                problems.append(too_big)
+            else:
+                warnings.append(f"{too_big} (an estimate: submitting anyway)")
     if not problems:
         problems += validate_data(spec)
     if problems:
@@ -93,9 +104,11 @@ def provenance(config_yaml: str) -> dict[str, str | bool | None]:
     }
 
 
-def run(cfg: DictConfig, problems: list[Problem] | None = None) -> int:
+def run(
+    cfg: DictConfig, problems: list[Problem] | None = None, *, sweep_point: bool = False
+) -> int:
     """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status."""
-    plan, spec = plan_from_config(cfg, problems)
+    plan, spec = plan_from_config(cfg, problems, memory_is_fatal=sweep_point)
     print(
         f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.check import Derived
+from launcher.check import Derived, memory_estimate
 from launcher.engines import get_engine
 from launcher.engines.base import NodeLaunch, PrepareStep
 from launcher.rundir import RunDir
@@ -163,6 +163,17 @@ def make_plan(
         warnings=tuple(warnings),
     )
     record = plan_record(spec, plan)
+    est = memory_estimate(spec, derived)
+    record["memory_estimate"] = (
+        None
+        if est is None
+        else {
+            "per_device_gb": round(est.total_gb, 2),
+            "device_gb": spec.hw.memory_gb,
+            "fits": est.fits(spec.hw.memory_gb),
+            "detail": est.describe(),
+        }
+    )
     if provenance:
         record["provenance"] = provenance
     files[run.plan_json.name] = json.dumps(record, indent=2) + "\n"

@@ -43,7 +43,7 @@ def _task(cfg: DictConfig) -> int:
         cfg.wait = False
     row = {"num": hc.job.num, "overrides": overrides, "run_dir": str(out)}
     try:
-        run(cfg)
+        run(cfg, sweep_point=True)
     except ConfigError as e:
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()

@@ -123,7 +123,7 @@ def test_seed_000_defaults(tmp_path: Path):
     assert "--master_port={master_port}" in argv  # filled on the node from the job id, never fixed
     ds = json.loads(plan.files["deepspeed.json"])
     assert ds["train_batch_size"] == record["global_batch_size"]
-    assert ds["bf16"]["enabled"] is True and ds["zero_optimization"]["stage"] == 2
+    assert ds["bf16"]["enabled"] is True and ds["zero_optimization"]["stage"] == 3
     meta = json.loads(plan.files["meta.json"])
     assert meta["ai2d_train_12k"]["annotation"].endswith("ai2d_train_12k.jsonl")
 

@@ -147,9 +147,9 @@ def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
         # the copy lives in the run dir: relative paths keep meaning what they meant
         for entry in meta.values():
             for key in ("root", "annotation"):
-                if isinstance(entry, dict) and isinstance(entry.get(key), str):
-                    if not entry[key].startswith("s3://"):
-                        entry[key] = str((path.parent / entry[key]).absolute())
+                value = entry.get(key) if isinstance(entry, dict) else None
+                if isinstance(value, str) and not value.startswith("s3://"):
+                    entry[key] = str((path.parent / value).absolute())
         return meta
     return {name: _entry(e) for name, e in d.datasets.items()}
 
