@@ -69,6 +69,8 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
         log = (run_dir / "logs" / f"node{rank}.log").read_text()
         assert f"[launcher] node {rank}/2" in log
         assert f"--node_rank={rank}" in log
+        assert "[default0]:" in log  # torchrun's local rank 0 of this node printed here
+        assert list((run_dir / "logs" / f"node{rank}-ranks").rglob("stdout.log"))
         exit_record = json.loads((run_dir / "logs" / f"node{rank}.exit.json").read_text())
         assert exit_record["ok"] and exit_record["returncode"] == 0
     rows = metrics(run_dir)
