@@ -9,6 +9,7 @@ Only the standard library and launcher modules are imported: no torch here eithe
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -119,11 +120,16 @@ def _prepare(run: RunDir, plan: dict, rv: Rendezvous, tee: Tee) -> tuple[bool, s
             time.sleep(1)
         return True, ""
     for step in plan["prepare"]:
-        if Path(step["creates"]).exists():
-            tee.write(f"[launcher] prepare: {step['creates']} exists, skipped\n")
-            continue
-        rc = tee.run(list(step["argv"]), _child_env(plan["node_launch"][0]["env"], rv))
-        if rc != 0 or not Path(step["creates"]).exists():
+        creates = Path(step["creates"])
+        creates.parent.mkdir(parents=True, exist_ok=True)
+        # Jobs of one sweep share the cache: one builds, the others wait and reuse.
+        with open(creates.parent / f".{creates.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if creates.exists():
+                tee.write(f"[launcher] prepare: {creates} exists, skipped\n")
+                continue
+            rc = tee.run(list(step["argv"]), _child_env(plan["node_launch"][0]["env"], rv))
+        if rc != 0 or not creates.exists():
             return False, f"prepare step failed (status {rc}): {' '.join(step['argv'])}"
     run.prepared_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return True, ""

@@ -23,12 +23,19 @@ def cache_dir(tmp_path_factory) -> Path:
 def launch(*args: str, env: dict[str, str] | None = None, timeout: int = 900):
     cmd = [sys.executable, "launch.py", *args]
     return subprocess.run(
-        cmd, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line
+    ]
 
 
 def mean(xs: list[float]) -> float:
@@ -46,7 +53,14 @@ def test_local_run_trains_and_writes_the_run_dir(tmp_path: Path, cache_dir: Path
         assert all(isinstance(m[key], int | float) for m in rows), key
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 12
-    for name in ("config.yaml", "plan.json", "job.sh", "deepspeed.json", "train_args.json", "job.json"):
+    for name in (
+        "config.yaml",
+        "plan.json",
+        "job.sh",
+        "deepspeed.json",
+        "train_args.json",
+        "job.json",
+    ):
         assert (run_dir / name).is_file(), name
 
 
@@ -55,12 +69,23 @@ def test_local_run_trains_and_writes_the_run_dir(tmp_path: Path, cache_dir: Path
 def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
     run_dir = tmp_path / "two nodes"
     r = launch(
-        "cluster=slurm", "hw=cpu", "nodes=2", "model=tiny_internvl", "data=synthetic",
-        "parallelism=zero2", "max_steps=20", "wait=true", f"run_dir={run_dir}",
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        "model=tiny_internvl",
+        "data=synthetic",
+        "parallelism=zero2",
+        "max_steps=20",
+        "wait=true",
+        f"run_dir={run_dir}",
         f"cache_dir={cache_dir}",
         env=slurm_cluster.env,
     )
-    logs = "".join(p.read_text() for p in sorted((run_dir / "logs").glob("node*.log"))) if run_dir.exists() else ""
+    logs = (
+        "".join(p.read_text() for p in sorted((run_dir / "logs").glob("node*.log")))
+        if run_dir.exists()
+        else ""
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
     job = json.loads((run_dir / "job.json").read_text())
     assert job["kind"] == "slurm" and job["job_id"]
@@ -92,8 +117,14 @@ def test_wrapper_dispatch_runs_the_same_node_task(slurm_cluster, tmp_path: Path,
     run_dir = tmp_path / "wrapped"
     fake = REPO / "tests" / "fakes" / "a808x"
     r = launch(
-        "cluster=wrapper", f"cluster.command=['{fake}','-N{{nodes}}',bash,-c]", "hw=cpu", "nodes=2",
-        "max_steps=4", "wait=true", f"run_dir={run_dir}", f"cache_dir={cache_dir}",
+        "cluster=wrapper",
+        f"cluster.command=['{fake}','-N{{nodes}}',bash,-c]",
+        "hw=cpu",
+        "nodes=2",
+        "max_steps=4",
+        "wait=true",
+        f"run_dir={run_dir}",
+        f"cache_dir={cache_dir}",
         env=slurm_cluster.env,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -101,3 +132,55 @@ def test_wrapper_dispatch_runs_the_same_node_task(slurm_cluster, tmp_path: Path,
     assert [m["step"] for m in metrics(run_dir)] == [1, 2, 3, 4]
     for rank in (0, 1):
         assert f"[launcher] node {rank}/2" in (run_dir / "logs" / f"node{rank}.log").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Path):
+    """Three points: two feasible ones run on the two-node cluster, one (8 is not a multiple of
+    3 x 2) is listed with its reason and never submitted; then `report` over the sweep."""
+    import time
+
+    from launcher.jobctl import run_dirs, state
+
+    sweep = tmp_path / "sweep"
+    r = launch(
+        "-m",
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        "max_steps=20",
+        "global_batch_size=8",
+        "per_device_batch_size=2,3,4",
+        f"hydra.sweep.dir={sweep}",
+        f"cache_dir={cache_dir}",
+        env=slurm_cluster.env,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [json.loads(x) for x in (sweep / "sweep.jsonl").read_text().splitlines()]
+    assert [row["status"] for row in rows] == ["submitted", "infeasible", "submitted"]
+    assert "global_batch_size" in rows[1]["reasons"][0]
+    runs = run_dirs([str(sweep)])
+    assert len(runs) == 2
+    deadline = time.monotonic() + 900
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+        while any(
+            state(run) in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for run in runs
+        ):
+            assert time.monotonic() < deadline, [state(run) for run in runs]
+            time.sleep(3)
+        assert [state(run) for run in runs] == ["COMPLETED", "COMPLETED"]
+    status = launch("status", str(sweep), env=slurm_cluster.env)
+    assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2
+    rep = launch("report", str(sweep))
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    table = (sweep / "report.md").read_text()
+    assert table.count("| 2 x 1 |") == 2
+    for png in ("loss.png", "tgs.png", "mfu.png"):
+        assert (sweep / png).stat().st_size > 1000
+    assert len((sweep / "metrics.csv").read_text().splitlines()) == 1 + 2 * 20
+    for run in runs:
+        summary = json.loads(run.summary_json.read_text())
+        assert summary["steps"] == 20 and summary["tgs"] > 0 and summary["mfu"] > 0
+        assert {"final_loss", "tokens_per_sec_per_device", "verdict"} <= set(summary)
