@@ -152,7 +152,8 @@ ensure_munge() {
   chmod 0755 /run/munge
   chmod 0400 /etc/munge/munge.key
   # --force: a munged that died left its socket and pid file behind.
-  runuser -u munge -- munged --force || die "munged failed to start: $(tail -5 /var/log/munge/munged.log 2>/dev/null)"
+  # 9>&-: daemons must not inherit the start/stop lock (below), or they would hold it forever.
+  runuser -u munge -- munged --force 9>&- || die "munged failed to start: $(tail -5 /var/log/munge/munged.log 2>/dev/null)"
   for _ in $(seq 1 25); do munge_ok && return 0; sleep 0.2; done
   die "munged started but munge -n | unmunge fails: $(tail -5 /var/log/munge/munged.log 2>/dev/null)"
 }
@@ -249,9 +250,9 @@ start() {
   printf '%s\n' "$want" >"$CONF.tmp" && mv "$CONF.tmp" "$CONF"
   : >"$DIR/log/slurmctld.log"
   log "starting slurmctld (port $CTLD_PORT) and $NODES slurmd in $DIR"
-  slurmctld -f "$CONF" -c || start_failed "slurmctld failed to start"
+  slurmctld -f "$CONF" -c 9>&- || start_failed "slurmctld failed to start"
   for n in $(node_names); do
-    slurmd -f "$CONF" -N "$n" || start_failed "slurmd -N $n failed to start"
+    slurmd -f "$CONF" -N "$n" 9>&- || start_failed "slurmd -N $n failed to start"
   done
   local deadline=$((SECONDS + START_TIMEOUT_S))
   until nodes_up; do
@@ -280,9 +281,11 @@ status() {
 }
 
 # One start/stop at a time: several test sessions may share the cluster.
-mkdir -p "$DIR"
-exec 9>"$DIR/.lock"
-flock -w 120 9 || die "another local_cluster.sh holds $DIR/.lock for 120 s"
+if [[ $CMD == start || $CMD == stop ]]; then
+  mkdir -p "$DIR"
+  exec 9>"$DIR/.lock"
+  flock -w 120 9 || die "another local_cluster.sh start/stop has held $DIR/.lock for 120 s"
+fi
 
 case $CMD in
   start) start ;;

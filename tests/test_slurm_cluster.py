@@ -13,7 +13,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import submitit
-from slurm_cluster import SlurmCluster, submitit_results
+from slurm_cluster import SCRIPT, SlurmCluster, submitit_results
 
 # The job's Python cannot import this test module (tests/ is not on its path): ship functions whole.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -99,3 +99,15 @@ def test_without_slurm_ci_fails_and_others_skip(ci: str, expect: str, tmp_path: 
     assert (out.returncode != 0) == (ci == "true"), out.stdout
     if ci == "true":
         assert "CI=true needs Slurm: Slurm not installed" in out.stdout, out.stdout
+
+
+@pytest.mark.slurm
+def test_start_again_is_a_quick_no_op(slurm_cluster: SlurmCluster):
+    if slurm_cluster.conf.parent != Path(os.environ.get("VLM_SLURM_DIR", "/tmp/vlm-slurm")):
+        pytest.skip(f"SLURM_CONF={slurm_cluster.conf} is not the local_cluster.sh cluster")
+    start = subprocess.run(
+        ["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=60
+    )
+    assert start.returncode == 0, start.stderr
+    assert start.stdout == f"export SLURM_CONF={slurm_cluster.conf}\n"
+    assert "already running" in start.stderr, start.stderr
