@@ -126,6 +126,9 @@ class TrainArgs:
     metrics_file: str | None = None
     eval_meta_path: str | None = None
     max_bad_sample_ratio: float = 0.05
+    system_message: str | None = None
+    """Replaces the template's default system prompt in training (and is stored in the saved
+    config so ``tools.chat`` prompts the same way)."""
 
 
 class ArgsError(ValueError):
@@ -334,6 +337,8 @@ class Trainer:
         tok_path = model.tokenizer_dir
         self.tokenizer = load_tokenizer(tok_path, model_max_length=a.max_seq_length)
         attach_tokenizer(model, self.tokenizer)
+        if a.system_message is not None:
+            model.config.extra["system_message"] = a.system_message
         base = model.vision_model
         base.set_drop_path_rate(a.drop_path_rate)
         self.trainable = configure_trainable(

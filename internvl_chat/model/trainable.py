@@ -71,9 +71,12 @@ def configure_trainable(
     model.language_model.config.use_cache = False
     _vit_encoder(model).gradient_checkpointing = True  # the official ViT always checkpoints
     if grad_checkpoint:
-        model.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        lm = model.language_model
+        kwargs = {"use_reentrant": False}
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5 name
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
