@@ -167,12 +167,16 @@ def main(argv=None):
     p.add_argument("out", type=Path)
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parts", default="model,data", help="comma list of: model, data")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    make_data(a.out, a.samples, a.seed)
+    parts = set(a.parts.split(","))
+    if "data" in parts:
+        make_data(a.out, a.samples, a.seed)
     tokenizer = make_tokenizer()
-    make_llm(a.out, tokenizer, a.seed)
-    make_clip(a.out, a.seed)
+    if "model" in parts:
+        make_llm(a.out, tokenizer, a.seed)
+        make_clip(a.out, a.seed)
     print(json.dumps({"out": str(a.out), "samples": a.samples, "vocab_size": len(tokenizer)}))
 
 
