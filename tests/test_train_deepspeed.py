@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -82,11 +83,19 @@ def _train(tmp: Path, args: dict, nproc: int = 1) -> tuple[list[dict], list[dict
     path = tmp / "train_args.json"
     path.write_text(json.dumps(args))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_port", "0", "-m", "internvl_chat.train", str(path)]  # fmt: skip
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
-    lines = [ast.literal_eval(x) for x in p.stdout.splitlines() if x.startswith("{'")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", str(nproc), "-m", "internvl_chat.train", str(path)]  # fmt: skip
+    # Own session, so a hung run is killed with all its workers rather than orphaned.
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"training timed out:\n{out[-3000:]}\n{err[-3000:]}")
+    assert p.returncode == 0, out[-3000:] + err[-5000:]
+    lines = [ast.literal_eval(x) for x in out.splitlines() if x.startswith("{'")]
     metrics = [json.loads(x) for x in Path(args["metrics_file"]).read_text().splitlines()]
     return lines, metrics
 
