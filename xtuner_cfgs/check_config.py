@@ -14,7 +14,11 @@ from mmengine.config import Config
 def effective(cfg) -> dict:
     dl, ds = cfg.train_dataloader, cfg.train_dataloader.dataset
     hooks = cfg.custom_hooks
-    tp = next(h for h in hooks if getattr(h["type"], "__name__", str(h["type"])).endswith("ThroughputHook"))
+    tp = next(
+        h
+        for h in hooks
+        if getattr(h["type"], "__name__", str(h["type"])).endswith("ThroughputHook")
+    )
     out = {
         "batch_size": dl.batch_size,
         "num_workers": dl.num_workers,
@@ -37,8 +41,10 @@ def effective(cfg) -> dict:
         out |= {
             "llm_path": cfg.model.llm.pretrained_model_name_or_path,
             "tokenizer_paths": sorted(
-                {ds.tokenizer.pretrained_model_name_or_path,
-                 hooks[0]["tokenizer"]["pretrained_model_name_or_path"]}
+                {
+                    ds.tokenizer.pretrained_model_name_or_path,
+                    hooks[0]["tokenizer"]["pretrained_model_name_or_path"],
+                }
             ),
             "visual_encoder_path": cfg.model.visual_encoder.pretrained_model_name_or_path,
             "image_processor_path": ds.image_processor.pretrained_model_name_or_path,

@@ -12,6 +12,10 @@ model.freeze_visual_encoder = True
 model.quantization_llm = True
 model.quantization_vit = False
 model.llm_lora = dict(
-    type=LoraConfig, r=128, lora_alpha=256, lora_dropout=0.05, target_modules=None,
+    type=LoraConfig,
+    r=128,
+    lora_alpha=256,
+    lora_dropout=0.05,
+    target_modules=None,
     task_type="CAUSAL_LM",
 )

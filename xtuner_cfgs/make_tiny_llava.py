@@ -105,8 +105,16 @@ def make_tokenizer():
     )
     # A fixed corpus (every caption and prompt this script can write), so the vocabulary does
     # not depend on --samples: the configs give ThroughputHook its size.
-    corpus = [f"a {fg} {shape} on a {bg} background" for fg in COLOURS for bg in COLOURS
-              for shape in SHAPES] + list(ASKS) + ["user", "assistant", "system", "\n"]
+    corpus = (
+        [
+            f"a {fg} {shape} on a {bg} background"
+            for fg in COLOURS
+            for bg in COLOURS
+            for shape in SHAPES
+        ]
+        + list(ASKS)
+        + ["user", "assistant", "system", "\n"]
+    )
     tok.train_from_iterator(corpus * 2, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,

@@ -17,7 +17,9 @@ train_dataloader.num_workers = 0
 train_dataloader.dataset.max_length = 512
 optim_wrapper.accumulative_counts = 1
 train_dataloader.sampler.per_device_batch_size = 1
-custom_hooks[1] = dict(type=ThroughputHook, hidden_size=64, num_layers=2, vocab_size=512, mlp_ratio=2.0)
+custom_hooks[1] = dict(
+    type=ThroughputHook, hidden_size=64, num_layers=2, vocab_size=512, mlp_ratio=2.0
+)
 default_hooks.logger.interval = 1
 env_cfg.dist_cfg.backend = "gloo"
 randomness.seed = 0

@@ -29,7 +29,9 @@ for tok in (train_dataloader.dataset.tokenizer, custom_hooks[0].tokenizer):
     tok.trust_remote_code = False
 train_dataloader.dataset.image_processor.pretrained_model_name_or_path = tiny_clip
 train_dataloader.dataset.max_length = int(128 - (28 / 14) ** 2)
-custom_hooks[1] = dict(type=ThroughputHook, hidden_size=64, num_layers=2, vocab_size=387, mlp_ratio=2.0)
+custom_hooks[1] = dict(
+    type=ThroughputHook, hidden_size=64, num_layers=2, vocab_size=387, mlp_ratio=2.0
+)
 default_hooks.logger.interval = 1
 default_hooks.checkpoint.interval = 4
 env_cfg.dist_cfg.backend = "gloo"
