@@ -248,3 +248,35 @@ def test_exact_trainable_parameters(tiny, settings, expected):
     got = set(configure_trainable(model, **settings))
     assert got == expected(llm)
     assert got == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_packed_rows_keep_attention_inside_each_sample(tiny, tmp_path):
+    from internvl_chat.data import DataConfig, build_train_dataset
+    from internvl_chat.tools.make_synthetic import make_synthetic
+
+    make_synthetic(tmp_path / "data", num_samples=24, num_eval=0, seed=1)
+    model = _load(tiny[("internlm2", "original")])
+    cfg = DataConfig.from_any(
+        conv_style="internlm2-chat", max_seq_length=256, force_image_size=56,
+        max_dynamic_patch=2, use_packed_ds=True, max_packed_tokens=400, system_message="Hi.",
+    )  # fmt: skip
+    ds = build_train_dataset(tmp_path / "data" / "meta.json", model_tokenizer(model), cfg)
+    item = ds[0]
+    assert len(item["sample_lengths"]) >= 3
+    batch = ds.base.collate([item])
+    with torch.no_grad():
+        packed = model(**batch)["logits"][0]
+        start = tile = 0
+        for n in item["sample_lengths"]:
+            ids = batch["input_ids"][:, start : start + n]
+            tiles = int((ids == model.img_context_token_id).sum()) // model.num_image_token
+            if tiles:
+                alone = model(batch["pixel_values"][tile : tile + tiles], ids)["logits"][0]
+            else:  # text-only: its dummy tile is dropped by image_flags
+                alone, tiles = model(None, ids)["logits"][0], 1
+            torch.testing.assert_close(packed[start : start + n], alone, atol=1e-5, rtol=1e-5)
+            start, tile = start + n, tile + tiles
+
+
+def model_tokenizer(model):
+    return load_tokenizer(model.tokenizer_dir)
