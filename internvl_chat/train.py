@@ -318,6 +318,7 @@ class Trainer:
             vision_path=a.vision_path,
             llm_path=a.llm_path,
             mlp_path=a.mlp_path,
+            dtype=torch.bfloat16 if a.bf16 else torch.float32,
             overrides={
                 "template": a.conv_style,
                 "select_layer": a.vision_select_layer,

@@ -321,8 +321,9 @@ def load_model(
     mlp_path: str | os.PathLike | None = None,
     overrides: dict | None = None,
     attn_implementation: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> InternVLChatModel:
-    """Build the model from a checkpoint of any layout (fp32; the caller casts).
+    """Build the model from a checkpoint of any layout, with parameters in ``dtype``.
 
     ``overrides`` sets chat-config fields before the modules are built (the trainer passes
     ``template``, ``select_layer``, ``ps_version``, ``force_image_size``, ...). The result
@@ -387,7 +388,13 @@ def load_model(
     target_size = cfg.image_size
     vit_size = cfg.vision_config.image_size
     cfg.force_image_size = None  # build at the checkpoint's size; resized below
-    model = InternVLChatModel(cfg, attn_implementation=attn)
+    # Built directly in the target dtype: a 20B model never exists in fp32 on the host.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = InternVLChatModel(cfg, attn_implementation=attn)
+    finally:
+        torch.set_default_dtype(previous)
     if cfg.use_backbone_lora:
         from internvl_chat.model.trainable import wrap_backbone_lora
 
