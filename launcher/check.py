@@ -318,12 +318,15 @@ def _exists(path: str | None) -> bool:
 def _missing_paths(spec: JobSpec) -> list[Problem]:
     m, d = spec.model, spec.data
     out = []
-    model_paths = [] if m.make_tiny else [("model.path", m.path)]
-    model_paths += [
+    # a tiny model is built on the first node (prepare step): its paths need not exist yet
+    model_paths = [
+        ("model.path", m.path),
         ("model.vision_path", m.vision_path),
         ("model.llm_path", m.llm_path),
         ("model.mlp_path", m.mlp_path),
     ]
+    if m.make_tiny:
+        model_paths = []
     model_paths += [("model.internvl_root", m.internvl_root)]
     data_paths = (
         []

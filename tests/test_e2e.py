@@ -184,3 +184,48 @@ def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Pa
         summary = json.loads(run.summary_json.read_text())
         assert summary["steps"] == 20 and summary["tgs"] > 0 and summary["mfu"] > 0
         assert {"final_loss", "tokens_per_sec_per_device", "verdict"} <= set(summary)
+
+
+@pytest.mark.slurm
+@pytest.mark.xtuner
+@pytest.mark.slow
+def test_xtuner_llava_pretrain_on_two_slurm_nodes(slurm_cluster, tmp_path: Path, cache_dir: Path):
+    """`xtuner train` of the tiny LLaVA pretrain, one process per node on both Slurm nodes,
+    its vis_data turned into the same metrics.jsonl as the InternVL path."""
+    if not (REPO / ".venv-xtuner" / "bin" / "xtuner").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true needs .venv-xtuner (bash xtuner_cfgs/make_env.sh)")
+        pytest.skip("no .venv-xtuner: bash xtuner_cfgs/make_env.sh")
+    run_dir = tmp_path / "llava"
+    r = launch(
+        "model=tiny_llava",
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        "max_steps=4",
+        "wait=true",
+        f"run_dir={run_dir}",
+        f"cache_dir={cache_dir}",
+        env=slurm_cluster.env,
+    )
+    logs = (
+        "".join(p.read_text() for p in sorted((run_dir / "logs").glob("node*.log")))
+        if run_dir.exists()
+        else ""
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
+    for rank in (0, 1):
+        log = (run_dir / "logs" / f"node{rank}.log").read_text()
+        assert f"[launcher] node {rank}/2" in log
+        assert any(
+            x.startswith("[launcher] $") and "/bin/xtuner train " in x for x in log.splitlines()
+        )
+    plan = json.loads((run_dir / "plan.json").read_text())
+    env1 = plan["node_launch"][1]["env"]
+    assert (env1["NNODES"], env1["NODE_RANK"], env1["NPROC_PER_NODE"]) == ("2", "1", "1")
+    assert env1["PORT"] == "{master_port}" and env1["ADDR"] == "{master_addr}"
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == [1, 2, 3, 4]
+    assert all(m["loss"] > 0 and m["tokens_per_sec"] > 0 for m in rows)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["hostnames"] == ["node1", "node2"]
