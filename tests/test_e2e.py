@@ -229,3 +229,63 @@ def test_xtuner_llava_pretrain_on_two_slurm_nodes(slurm_cluster, tmp_path: Path,
     assert all(m["loss"] > 0 and m["tokens_per_sec"] > 0 for m in rows)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["hostnames"] == ["node1", "node2"]
+
+
+@pytest.mark.slow
+def test_a_failed_job_exits_nonzero_and_says_so(tmp_path: Path, cache_dir: Path):
+    run_dir = tmp_path / "bad"
+    r = launch(
+        "max_steps=2",
+        "+engine_args.no_such_argument=1",
+        f"run_dir={run_dir}",
+        f"cache_dir={cache_dir}",
+    )
+    assert r.returncode != 0
+    assert "no_such_argument" in (run_dir / "logs" / "node0.log").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "status" in summary["reason"]
+    assert not (run_dir / "metrics.jsonl").exists() or summary["steps"] == 0
+    status = launch("status", str(run_dir))
+    assert status.stdout.startswith("FAILED")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submit_returns_at_once_then_status_logs_cancel(
+    slurm_cluster, tmp_path: Path, cache_dir: Path
+):
+    import time
+
+    run_dir = tmp_path / "long"
+    started = time.monotonic()
+    r = launch(
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        "max_steps=100000",
+        f"run_dir={run_dir}",
+        f"cache_dir={cache_dir}",
+        env=slurm_cluster.env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started < 60  # returned without waiting for training
+    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
+    assert f"submitted job {job_id}" in r.stdout
+    deadline = time.monotonic() + 300
+    node0_log = run_dir / "logs" / "node0.log"
+    while not (node0_log.exists() and "[default0]:{'loss'" in node0_log.read_text()):
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(2)
+    status = launch("status", str(run_dir), env=slurm_cluster.env)
+    assert status.stdout.startswith("RUNNING"), status.stdout
+    logs = launch("logs", str(run_dir), "-n", "5", env=slurm_cluster.env)
+    assert "node0.log" in logs.stdout and "node1.log" in logs.stdout
+    cancel = launch("cancel", str(run_dir), env=slurm_cluster.env)
+    assert cancel.returncode == 0 and f"scancel {job_id}: ok" in cancel.stdout
+    while launch("status", str(run_dir), env=slurm_cluster.env).stdout.startswith(
+        ("RUNNING", "COMPLETING")
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    final = launch("status", str(run_dir), env=slurm_cluster.env).stdout
+    assert not final.startswith("COMPLETED"), final  # a cancelled run never looks complete
