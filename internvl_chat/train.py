@@ -728,10 +728,28 @@ def _steps(value: float, total: int) -> int:
     return int(value)
 
 
+def _isolate_extension_builds() -> None:
+    """One JIT build folder per DeepSpeed version (unless TORCH_EXTENSIONS_DIR is set).
+
+    DeepSpeed compiles its CPU shm-comm op into torch's shared extension cache; another venv
+    with a different DeepSpeed (the XTuner one) rebuilds the same name there, and a run then
+    loads the other version's module and dies at init ("no attribute vector_kernel_level").
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ds_version = version("deepspeed")
+    except PackageNotFoundError:
+        return
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch_extensions"
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(base / f"deepspeed-{ds_version}"))
+
+
 def run(a: TrainArgs) -> dict:
     """Train with the given arguments (importable entry; ``main`` is the CLI)."""
     import warnings
 
+    _isolate_extension_builds()
     # DeepSpeed calls deprecated c10d names once per bucket; the warning floods every step.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated")
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing_enable.* is deprecated")
