@@ -170,6 +170,12 @@ def _schedule_lines(o: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def rendered_recipe(config_text: str) -> str | None:
+    """The recipe ("llava" / "internvl") of a config rendered by render_xtuner_config."""
+    found = re.search(rf"^\s+from \.{BASE_DIR}\.(\w+) import \*", config_text, flags=re.M)
+    return BASES.get(found.group(1)) if found else None
+
+
 def base_chain(stem: str, read=lambda p: p.read_text()) -> dict[str, str]:
     """The base file and every base it inherits (read_base imports), as file name -> text."""
     out: dict[str, str] = {}
@@ -408,14 +414,13 @@ class XTunerEngine:
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     def convert_argv(self, xtuner_bin: Path, run: RunDir, checkpoint: Path, out: Path) -> list[str]:
-        """XTuner's own LLaVA export: projector (+ trained LLM/ViT parts), XTuner layout.
-
-        `--save-format huggingface` (LlavaForConditionalGeneration) fails with XTuner 0.2.0 and
-        transformers 4.48 when the ViT is frozen: its state dict lacks the vision tower keys."""
+        """The LLaVA export in the XTuner environment: a transformers-native
+        LlavaForConditionalGeneration folder (`xtuner_cfgs/to_hf.py llava`, which says why
+        XTuner's own `pth_to_hf --save-format huggingface` is not used)."""
         return [
-            str(xtuner_bin),
-            "convert",
-            "pth_to_hf",
+            str(xtuner_bin.parent / "python"),
+            str(CFG_DIR / "to_hf.py"),
+            "llava",
             str(run.xtuner_config),
             str(checkpoint),
             str(out),
@@ -456,8 +461,13 @@ class XTunerEngine:
         run.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in metrics))
         if last is None:
             return
+        if rendered_recipe(run.xtuner_config.read_text()) != "llava":
+            # InternVL: `xtuner_cfgs/to_hf.py internvl BASE CKPT OUT` needs the base checkpoint
+            # folder, which the plan does not record yet.
+            return
+        out = run.output_dir / "hf"
         xtuner_bin = Path(plan["node_launch"][0]["argv"][0])
-        argv = self.convert_argv(xtuner_bin, run, last, run.output_dir / "hf")
+        argv = self.convert_argv(xtuner_bin, run, last, out)
         env = dict(os.environ)
         env["PATH"] = f"{xtuner_bin.parent}{os.pathsep}{env.get('PATH', '')}"
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -467,7 +477,7 @@ class XTunerEngine:
             text,
             [{"step": 0}],
             planned_iters=None,
-            last_checkpoint=run.output_dir / "hf" / "projector",
+            last_checkpoint=out / "model.safetensors",
             returncode=done.returncode,
         )
         if not verdict.ok:
