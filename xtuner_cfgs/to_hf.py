@@ -3,8 +3,8 @@
     .venv-xtuner/bin/python xtuner_cfgs/to_hf.py llava CONFIG CKPT OUT
     .venv/bin/python -m xtuner_cfgs.to_hf internvl BASE CKPT OUT [--lora-alpha A]
 
-`llava` (XTuner environment: it reads the mmengine CONFIG and loads CKPT with XTuner's own
-`guess_load_checkpoint`, which also turns a DeepSpeed ZeRO checkpoint dir into fp32 weights)
+`llava` (XTuner environment: it reads the mmengine CONFIG, and CKPT with XTuner's own readers:
+a DeepSpeed ZeRO checkpoint dir gives its fp32 master weights)
 writes OUT as a transformers-native `LlavaForConditionalGeneration` folder: config.json
 (model_type "llava"), model.safetensors, tokenizer with an added `<image>` token, and a
 `LlavaProcessor` (CLIP image processor, patch size, image_seq_length). XTuner's own
@@ -98,7 +98,13 @@ def load_xtuner_state(ckpt: str | Path) -> dict:
     obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
     for key in ("module", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            return obj[key]
+            obj = obj[key]
+            break
+    if any(v.numel() == 0 for v in obj.values()):
+        # ZeRO-3 keeps only placeholders in the module state: gather from the partitions.
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(path.parent.parent), path.parent.name)
     return obj
 
 
@@ -287,6 +293,7 @@ def llava_to_hf(config: str | Path, ckpt: str | Path, out: str | Path) -> dict:
     )
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from xtuner.model.utils import guess_load_checkpoint
+    from xtuner.utils.zero_to_any_dtype import get_state_dict_from_zero_checkpoint
 
     cfg = Config.fromfile(str(config))
     m = cfg.model
@@ -301,7 +308,15 @@ def llava_to_hf(config: str | Path, ckpt: str | Path, out: str | Path) -> dict:
         )
     if m.get("pretrained_pth"):
         problems.append("model.pretrained_pth is set: a staged run is not supported here")
-    trained = guess_load_checkpoint(str(ckpt))
+    ckpt = Path(ckpt)
+    if ckpt.is_dir():
+        # XTuner's reader of ZeRO checkpoints (the fp32 master weights), asked for fp32:
+        # guess_load_checkpoint would hand back fp16 copies.
+        trained = get_state_dict_from_zero_checkpoint(
+            str(ckpt.parent), ckpt.name, dtype=torch.float32
+        )
+    else:
+        trained = guess_load_checkpoint(str(ckpt))
     parts = {"llm.": {}, "visual_encoder.": {}, "projector.": {}}
     for key, value in trained.items():
         prefix = next((p for p in parts if key.startswith(p)), None)
@@ -335,7 +350,10 @@ def llava_to_hf(config: str | Path, ckpt: str | Path, out: str | Path) -> dict:
         where=f"vision encoder {vit_path}",
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(llm_path)
+    # LLaVA's forward takes no token_type_ids (a generic fast tokenizer would return them).
+    tokenizer = AutoTokenizer.from_pretrained(
+        llm_path, model_input_names=["input_ids", "attention_mask"]
+    )
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     llm.load_state_dict(llm_sd)
