@@ -38,6 +38,12 @@ def metrics(run_dir: Path) -> list[dict]:
     ]
 
 
+def node_logs(run_dir: Path) -> str:
+    """Every node's log, for assertion messages."""
+    logs = sorted((run_dir / "logs").glob("node*.log")) if run_dir.exists() else []
+    return "".join(p.read_text() for p in logs)
+
+
 def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
@@ -81,11 +87,7 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
         f"cache_dir={cache_dir}",
         env=slurm_cluster.env,
     )
-    logs = (
-        "".join(p.read_text() for p in sorted((run_dir / "logs").glob("node*.log")))
-        if run_dir.exists()
-        else ""
-    )
+    logs = node_logs(run_dir)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
     job = json.loads((run_dir / "job.json").read_text())
     assert job["kind"] == "slurm" and job["job_id"]
@@ -208,11 +210,7 @@ def test_xtuner_llava_pretrain_on_two_slurm_nodes(slurm_cluster, tmp_path: Path,
         f"cache_dir={cache_dir}",
         env=slurm_cluster.env,
     )
-    logs = (
-        "".join(p.read_text() for p in sorted((run_dir / "logs").glob("node*.log")))
-        if run_dir.exists()
-        else ""
-    )
+    logs = node_logs(run_dir)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
     for rank in (0, 1):
         log = (run_dir / "logs" / f"node{rank}.log").read_text()
