@@ -332,23 +332,28 @@ def llava_to_hf(config: str | Path, ckpt: str | Path, out: str | Path) -> dict:
         proj[f"multi_modal_projector.{new}"] = value
     if len(proj) != 4:
         problems.append(f"expected 4 projector tensors in {ckpt}, found {sorted(proj)}")
-    if problems:
+    if llm_type not in CONFIG_MAPPING:
         raise ConversionError("cannot export to native LLaVA:\n  - " + "\n  - ".join(problems))
 
     llm = AutoModelForCausalLM.from_pretrained(llm_path, torch_dtype="auto")
     vit = CLIPVisionModel.from_pretrained(vit_path, torch_dtype="auto")
-    llm_sd, llm_changed = apply_trained(
-        llm.state_dict(),
-        {k.removeprefix("llm."): v for k, v in parts["llm."].items()},
-        lora_alpha=_lora_alpha(m.get("llm_lora")),
-        where=f"LLM {llm_path}",
-    )
-    vit_sd, vit_changed = apply_trained(
-        vit.state_dict(),
-        {k.removeprefix("visual_encoder."): v for k, v in parts["visual_encoder."].items()},
-        lora_alpha=_lora_alpha(m.get("visual_encoder_lora")),
-        where=f"vision encoder {vit_path}",
-    )
+    merged = {}
+    for name, part, prefix, lora, where in (
+        ("llm", llm, "llm.", m.get("llm_lora"), f"LLM {llm_path}"),
+        ("vit", vit, "visual_encoder.", m.get("visual_encoder_lora"), f"ViT {vit_path}"),
+    ):
+        try:
+            merged[name] = apply_trained(
+                part.state_dict(),
+                {k.removeprefix(prefix): v for k, v in parts[prefix].items()},
+                lora_alpha=_lora_alpha(lora),
+                where=where,
+            )
+        except ConversionError as e:
+            problems += str(e).split("\n  - ")[1:]
+    if problems:
+        raise ConversionError("cannot export to native LLaVA:\n  - " + "\n  - ".join(problems))
+    (llm_sd, llm_changed), (vit_sd, vit_changed) = merged["llm"], merged["vit"]
 
     # LLaVA's forward takes no token_type_ids (a generic fast tokenizer would return them).
     tokenizer = AutoTokenizer.from_pretrained(
