@@ -189,6 +189,7 @@ def plan_record(spec: JobSpec, plan: Plan) -> dict[str, Any]:
         "engine": plan.engine,
         "dispatch": plan.dispatch,
         "model": m.name,
+        "llm_family": m.llm_family,
         "data": spec.data.name,
         "hw": spec.hw.name,
         "nodes": d.nodes,

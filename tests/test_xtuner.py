@@ -43,6 +43,7 @@ def tiny_overrides(root: str) -> list[str]:
         "seq_len=128",
         "validate_data=false",
         "model.xtuner_base=tiny_llava_pretrain",
+        "model.llm_family=llama",
         f"model.llm_path={root}/llm",
         f"model.vision_path={root}/clip",
         "model.force_image_size=28",
@@ -283,7 +284,29 @@ def test_tiny_xtuner_train_on_cpu(tiny_llava: Path, tmp_path: Path):
         assert all(isinstance(m[key], float) for m in rows), key
     assert max(m["lr"] for m in rows) == pytest.approx(1e-3)  # warm-up reached the set lr
     assert list(run.glob("output/*/vis_data/*.json"))
-    assert (run / "output" / "hf" / "projector" / "config.json").is_file()
+    assert json.loads((run / "output" / "hf" / "config.json").read_text())["model_type"] == "llava"
+
+
+@pytest.mark.xtuner
+@pytest.mark.slow
+def test_internlm2_llava_keeps_xtuners_own_export(tiny_llava: Path, tmp_path: Path):
+    """Seed 001's LLM (InternLM2) has no native transformers class: the run must still
+    complete, exported in XTuner's own format instead of a native LLaVA folder."""
+    run = tmp_path / "run"
+    overrides = [
+        *(
+            o
+            for o in tiny_overrides(str(tiny_llava))
+            if not o.startswith(("model.llm_family=", "max_steps="))
+        ),
+        "model.llm_family=internlm2",
+        "max_steps=2",
+    ]
+    r = launch(*overrides, f"run_dir={run}", f"cache_dir={tmp_path}/c")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert (run / "output" / "hf" / "projector").is_dir()
+    assert not (run / "output" / "hf" / "model.safetensors").exists()
 
 
 @pytest.mark.xtuner

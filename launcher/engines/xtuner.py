@@ -468,6 +468,13 @@ class XTunerEngine:
         out = run.output_dir / "hf"
         xtuner_bin = Path(plan["node_launch"][0]["argv"][0])
         argv = self.convert_argv(xtuner_bin, run, last, out)
+        done_marker = out / "model.safetensors"
+        if plan.get("llm_family") == "internlm2":
+            # InternLM2 has no transformers-native class, hence no native LLaVA folder: keep
+            # XTuner's own export (projector + config), which XTuner's chat/eval tools load.
+            argv = [str(xtuner_bin), "convert", "pth_to_hf", str(run.xtuner_config), str(last),
+                    str(out), "--save-format", "xtuner"]  # fmt: skip
+            done_marker = out / "projector"
         env = dict(os.environ)
         env["PATH"] = f"{xtuner_bin.parent}{os.pathsep}{env.get('PATH', '')}"
         done = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -477,7 +484,7 @@ class XTunerEngine:
             text,
             [{"step": 0}],
             planned_iters=None,
-            last_checkpoint=out / "model.safetensors",
+            last_checkpoint=done_marker,
             returncode=done.returncode,
         )
         if not verdict.ok:
