@@ -287,3 +287,37 @@ def test_submit_returns_at_once_then_status_logs_cancel(
         time.sleep(2)
     final = launch("status", str(run_dir), env=slurm_cluster.env).stdout
     assert not final.startswith("COMPLETED"), final  # a cancelled run never looks complete
+
+
+@pytest.mark.slow
+def test_preflight_lists_every_data_problem_and_submits_nothing(tmp_path: Path):
+    """validate_data runs before anything is written: each bad line named as file:line."""
+    model = tmp_path / "tiny"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "internvl_chat.tools.make_tiny",
+            str(model),
+            "--layout=original",
+            "--llm=internlm2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    run_dir = tmp_path / "never"
+    meta = REPO / "tests" / "fixtures" / "data" / "meta.json"
+    r = launch(
+        "data=meta_file",
+        f"data.meta_file={meta}",
+        f"model.path={model}",
+        "model.make_tiny=null",
+        f"run_dir={run_dir}",
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    bad_lines = [x for x in r.stderr.splitlines() if "broken.jsonl:" in x]
+    assert len(bad_lines) >= 3, r.stderr
+    assert "nothing was written or submitted" in r.stderr
+    assert not run_dir.exists()
