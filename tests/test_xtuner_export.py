@@ -218,3 +218,51 @@ def test_apply_trained_merges_peft_keys_with_adapter_names():
     assert torch.equal(out["l.weight"], torch.eye(2) + 4.0 * (b @ a))
     assert torch.equal(out["l.bias"], torch.ones(2))
     assert sorted(changed) == ["l.bias", "l.weight"]
+
+
+@pytest.mark.xtuner
+def test_seed_003_run_ends_in_the_official_layout(tiny_internvl: Path, tmp_path: Path):
+    """finalize() of an XTuner InternVL run (seed 003 recipe, rendered by the launcher) writes
+    RUN_DIR/output/hf in the official layout: base from the config's model_path, trained mlp1
+    from the checkpoint. The checkpoint is synthetic: XTuner's InternVL needs flash-attn/GPU."""
+    need_xtuner_env()
+    from internvl_chat.model import detect_layout
+    from internvl_chat.model.checkpoint import read_weights
+    from launcher.engines.xtuner import XTunerEngine
+    from launcher.rundir import RunDir
+
+    data = tmp_path / "data.json"
+    data.write_text("[]")
+    (tmp_path / "images").mkdir()
+    run_dir = tmp_path / "run"
+    r = launch(
+        "model=internvl2_2b",
+        "model.engine=xtuner",
+        "model.xtuner_base=tiny_internvl_v2_finetune",
+        f"model.path={tiny_internvl}",
+        "data=llava_pretrain",
+        f"data.json_path={data}",
+        f"data.image_folder={tmp_path / 'images'}",
+        "hw=cpu",
+        "cluster=local",
+        "validate_data=false",
+        "dry_run=true",
+        f"run_dir={run_dir}",
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    disk = read_weights(tiny_internvl)
+    g = torch.Generator().manual_seed(1)
+    mlp1 = {k: torch.randn(v.shape, generator=g) for k, v in disk.items() if k.startswith("mlp1.")}
+    ckpt = run_dir / "output" / "iter_3.pth"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in mlp1.items()}}, ckpt)
+    (run_dir / "output" / "last_checkpoint").write_text(str(ckpt))
+
+    XTunerEngine().finalize(RunDir(run_dir))
+
+    out = run_dir / "output" / "hf"
+    assert detect_layout(out) == "original"
+    new = read_weights(out)
+    assert new.keys() == disk.keys()
+    assert all(torch.equal(new[k], v) for k, v in mlp1.items())
+    assert all(torch.equal(new[k], disk[k]) for k in disk if k not in mlp1)

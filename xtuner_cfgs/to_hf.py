@@ -232,6 +232,21 @@ def internvl_to_official(
     return changed
 
 
+def internvl_run_to_official(config: str | Path, ckpt: str | Path, out: str | Path) -> dict:
+    """A finished XTuner InternVL run -> the official layout: the base checkpoint is the
+    config's `model.model_path`, the LoRA alpha its `model.llm_lora.lora_alpha` (if any).
+    Runs in the XTuner environment (mmengine reads the config)."""
+    from mmengine.config import Config
+
+    model = Config.fromfile(str(config)).model
+    base = model.get("model_path")
+    if not base:
+        raise ConversionError(f"{config}: model.model_path is not set")
+    alpha = _lora_alpha(model.get("llm_lora")) or _lora_alpha(model.get("visual_encoder_lora"))
+    changed = internvl_to_official(base, ckpt, out, lora_alpha=alpha)
+    return {"out": str(out), "base": str(base), "changed": changed}
+
+
 # --- LLaVA: transformers-native LlavaForConditionalGeneration ------------------------------
 
 PROJECTOR = {"projector.model.0.": "linear_1.", "projector.model.2.": "linear_2."}
@@ -444,10 +459,18 @@ def main(argv: list[str] | None = None) -> int:
     iv.add_argument("ckpt", type=Path, help="iter_N.pth (file or DeepSpeed dir)")
     iv.add_argument("out", type=Path)
     iv.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (r from shapes)")
+    rv = sub.add_parser(
+        "internvl-run", help="the same, base and LoRA alpha read from the run's config"
+    )
+    rv.add_argument("config", type=Path, help="the run's xtuner_config.py")
+    rv.add_argument("ckpt", type=Path, help="iter_N.pth (file or DeepSpeed dir)")
+    rv.add_argument("out", type=Path)
     a = p.parse_args(argv)
     try:
         if a.kind == "llava":
             result = llava_to_hf(a.config, a.ckpt, a.out)
+        elif a.kind == "internvl-run":
+            result = internvl_run_to_official(a.config, a.ckpt, a.out)
         else:
             changed = internvl_to_official(a.base, a.ckpt, a.out, lora_alpha=a.lora_alpha)
             result = {"out": str(a.out), "changed": changed}

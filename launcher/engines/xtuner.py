@@ -413,14 +413,16 @@ class XTunerEngine:
             }
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
-    def convert_argv(self, xtuner_bin: Path, run: RunDir, checkpoint: Path, out: Path) -> list[str]:
+    def convert_argv(
+        self, xtuner_bin: Path, run: RunDir, checkpoint: Path, out: Path, kind: str = "llava"
+    ) -> list[str]:
         """The LLaVA export in the XTuner environment: a transformers-native
         LlavaForConditionalGeneration folder (`xtuner_cfgs/to_hf.py llava`, which says why
         XTuner's own `pth_to_hf --save-format huggingface` is not used)."""
         return [
             str(xtuner_bin.parent / "python"),
             str(CFG_DIR / "to_hf.py"),
-            "llava",
+            kind,
             str(run.xtuner_config),
             str(checkpoint),
             str(out),
@@ -461,15 +463,14 @@ class XTunerEngine:
         run.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in metrics))
         if last is None:
             return
-        if rendered_recipe(run.xtuner_config.read_text()) != "llava":
-            # InternVL: `xtuner_cfgs/to_hf.py internvl BASE CKPT OUT` needs the base checkpoint
-            # folder, which the plan does not record yet.
-            return
         out = run.output_dir / "hf"
         xtuner_bin = Path(plan["node_launch"][0]["argv"][0])
-        argv = self.convert_argv(xtuner_bin, run, last, out)
+        recipe = rendered_recipe(run.xtuner_config.read_text())
+        # seed 003 (InternVL): the official layout = base checkpoint + trained tensors
+        kind = "internvl-run" if recipe == "internvl" else "llava"
+        argv = self.convert_argv(xtuner_bin, run, last, out, kind)
         done_marker = out / "model.safetensors"
-        if plan.get("llm_family") == "internlm2":
+        if kind == "llava" and plan.get("llm_family") == "internlm2":
             # InternLM2 has no transformers-native class, hence no native LLaVA folder: keep
             # XTuner's own export (projector + config), which XTuner's chat/eval tools load.
             argv = [str(xtuner_bin), "convert", "pth_to_hf", str(run.xtuner_config), str(last),
