@@ -16,6 +16,21 @@ phase() {  # NAME: report the time since the previous phase ended
   phase_start=$now
 }
 
+# Slurm (slurm-wlm, munge) and python3-venv come from Debian when missing and we may install.
+packages=()
+command -v slurmctld >/dev/null || packages+=(slurm-wlm munge)
+python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
+if [[ ${#packages[@]} -gt 0 ]]; then
+  sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+  if [[ $(id -u) == 0 ]] || sudo -n true 2>/dev/null; then
+    echo "[tests/run.sh] installing ${packages[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq </dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${packages[@]}" </dev/null >/dev/null
+  fi
+fi
+phase apt
+
 bash setup.sh
 phase venv
 
