@@ -113,11 +113,6 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     except ValueError:
         return None
     m = spec.model
-    tiles = (
-        (m.max_dynamic_patch + (1 if m.use_thumbnail and m.max_dynamic_patch > 1 else 0))
-        if m.dynamic_image_size
-        else 1
-    )
     return memory.estimate(
         dims,
         trainable=trainable_from_config(model),
@@ -126,7 +121,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
         nodes=derived.nodes,
         per_device_batch=derived.per_device_batch_size,
         seq_len=spec.seq_len,
-        tiles_per_sample=tiles,
+        tiles_per_sample=m.max_tiles,
         grad_checkpoint=m.grad_checkpoint,
         offload_optimizer=spec.parallelism.offload_optimizer,
         offload_param=spec.parallelism.offload_param,
@@ -254,8 +249,8 @@ def _check_model(spec: JobSpec) -> list[Problem]:
                     f"{m.force_image_size} is not a multiple of patch_size {m.patch_size}",
                 )
             )
-        tiles = m.max_dynamic_patch + (1 if m.use_thumbnail and m.max_dynamic_patch > 1 else 0)
-        image_tokens = m.num_image_token * (tiles if m.dynamic_image_size else 1) + 2
+        tiles = m.max_tiles
+        image_tokens = m.num_image_token * tiles + 2
         if spec.seq_len <= image_tokens:
             out.append(
                 Problem(

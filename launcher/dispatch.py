@@ -7,7 +7,6 @@ ended, and a missing summary means it died before node 0 could write one.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -124,9 +123,7 @@ def wait(sub: Submitted, poll_s: float = 2.0) -> int:
 
 def metrics_line(run: RunDir) -> str:
     """One line a person reads after a run: how the loss moved and how fast it went."""
-    if not run.metrics_jsonl.exists():
-        return "no metrics were written"
-    rows = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines() if x.strip()]
+    rows = run.metrics()
     if not rows:
         return "no metrics were written"
     k = max(1, min(5, len(rows) // 4))

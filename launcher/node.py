@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import re
 import socket
@@ -163,9 +162,7 @@ def provenance() -> dict:
 
 
 def _metrics_tail(run: RunDir) -> dict:
-    if not run.metrics_jsonl.exists():
-        return {"steps": 0, "final_loss": None}
-    rows = [json.loads(line) for line in run.metrics_jsonl.read_text().splitlines() if line.strip()]
+    rows = run.metrics()
     return {"steps": len(rows), "final_loss": rows[-1].get("loss") if rows else None}
 
 

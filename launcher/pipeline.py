@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,11 +62,21 @@ def validate_data(spec: JobSpec) -> list[Problem]:
     if spec.dry_run or not spec.validate_data or d.generate or m.engine == "xtuner":
         return []
     metas = [p for p in (d.meta_file, d.eval_meta_file) if p]
+    inline_meta = None
     if d.datasets:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as tmp:
             json.dump(meta_entries(spec), tmp)
         metas.append(tmp.name)
-    tokenizer_dir = m.path or m.llm_path
+        inline_meta = tmp.name
+    try:
+        return _run_validate(spec, metas, str(m.path or m.llm_path))
+    finally:
+        if inline_meta:
+            os.unlink(inline_meta)
+
+
+def _run_validate(spec: JobSpec, metas: list[str], tokenizer_dir: str) -> list[Problem]:
+    """Every `file:line: reason` validate_data prints, as problems (the first 50 per file)."""
     problems = []
     for meta in metas:
         argv = [
@@ -74,7 +85,7 @@ def validate_data(spec: JobSpec) -> list[Problem]:
             "internvl_chat.tools.validate_data",
             meta,
             "--model",
-            str(tokenizer_dir),
+            tokenizer_dir,
         ]
         out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
         if out.returncode != 0:

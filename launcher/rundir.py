@@ -97,6 +97,13 @@ class RunDir:
     def plan(self) -> dict[str, Any]:
         return self.read_json(self.plan_json)
 
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-step records of metrics.jsonl (none before the first step)."""
+        if not self.metrics_jsonl.exists():
+            return []
+        lines = self.metrics_jsonl.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
     def summary(self) -> dict[str, Any] | None:
         return self.read_json(self.summary_json) if self.summary_json.exists() else None
 

@@ -120,6 +120,15 @@ class ModelSpec:
     dims: Dims = field(default_factory=Dims)
 
     @property
+    def max_tiles(self) -> int:
+        """Most tiles one image can become: the grid plus a thumbnail (spec 5.3), or 1."""
+        if not self.dynamic_image_size:
+            return 1
+        return self.max_dynamic_patch + (
+            1 if self.use_thumbnail and self.max_dynamic_patch > 1 else 0
+        )
+
+    @property
     def num_image_token(self) -> int:
         grid = self.force_image_size // self.patch_size
         return int(grid * grid * self.downsample_ratio**2)
