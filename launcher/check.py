@@ -9,97 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher.derive import Derived, derive
 from launcher.spec import JobSpec, Problem
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Derived:
-    """Numbers computed once, with exact division, and printed once."""
-
-    nodes: int
-    gpus_per_node: int
-    world_size: int
-    per_device_batch_size: int
-    gradient_accumulation_steps: int
-    global_batch_size: int
-
-    def summary(self) -> str:
-        return (
-            f"world size {self.world_size} ({self.nodes} node(s) x {self.gpus_per_node}), "
-            f"per-device batch {self.per_device_batch_size}, "
-            f"accumulation {self.gradient_accumulation_steps}, "
-            f"global batch {self.global_batch_size}"
-        )
-
-
-def resolve_batch(spec: JobSpec) -> tuple[tuple[int, int, int] | None, list[Problem]]:
-    """global = per_device x accumulation x world size, exactly. Any two give the third.
-
-    With fewer than two given on the command line, the model's defaults fill in:
-    first its per_device_batch_size, then its global_batch_size, else accumulation 1.
-    """
-    world = spec.world_size
-    pdb, ga, gbs = (
-        spec.per_device_batch_size,
-        spec.gradient_accumulation_steps,
-        spec.global_batch_size,
-    )
-    problems = [
-        Problem(name, f"must be a positive integer, got {value}")
-        for name, value in (
-            ("per_device_batch_size", pdb),
-            ("gradient_accumulation_steps", ga),
-            ("global_batch_size", gbs),
-        )
-        if value is not None and value < 1
-    ]
-    if problems or world < 1:
-        return None, problems
-    given = sum(v is not None for v in (pdb, ga, gbs))
-    if given < 2 and pdb is None:
-        pdb, given = spec.model.per_device_batch_size, given + 1
-    if given < 2 and gbs is None and spec.model.global_batch_size is not None:
-        gbs, given = spec.model.global_batch_size, given + 1
-    if given < 2 and ga is None:
-        ga = 1
-    if gbs is None:
-        return (pdb, ga, pdb * ga * world), []
-    if ga is None:
-        per_step = pdb * world
-        if gbs % per_step:
-            return None, [
-                Problem(
-                    "global_batch_size",
-                    f"{gbs} is not a multiple of per_device_batch_size x world size = "
-                    f"{pdb} x {world} = {per_step}; set global_batch_size to a multiple "
-                    f"of {per_step} or give gradient_accumulation_steps",
-                )
-            ]
-        return (pdb, gbs // per_step, gbs), []
-    if pdb is None:
-        per_device_total = ga * world
-        if gbs % per_device_total:
-            return None, [
-                Problem(
-                    "global_batch_size",
-                    f"{gbs} is not a multiple of gradient_accumulation_steps x world size = "
-                    f"{ga} x {world} = {per_device_total}",
-                )
-            ]
-        return (gbs // per_device_total, ga, gbs), []
-    if pdb * ga * world != gbs:
-        return None, [
-            Problem(
-                "global_batch_size",
-                f"{gbs} != per_device_batch_size x gradient_accumulation_steps x world size = "
-                f"{pdb} x {ga} x {world} = {pdb * ga * world}; give only two of the three",
-            )
-        ]
-    return (pdb, ga, gbs), []
 
 
 def memory_estimate(spec: JobSpec, derived: Derived):
@@ -156,7 +70,8 @@ def check(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
         problems.append(Problem("nodes", f"must be >= 1, got {spec.nodes}"))
     if spec.hw.devices_per_node < 1:
         problems.append(Problem("hw.devices_per_node", "must be >= 1"))
-    batch, batch_problems = resolve_batch(spec)
+    derived, batch_problems = derive(spec)
+    batch = None if derived is None else derived.global_batch_size
     problems += batch_problems
     problems += _check_hw(spec)
     problems += _check_parallelism(spec)
@@ -169,17 +84,6 @@ def check(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
         problems += missing
         problems += _check_cluster_tools(spec)
     problems += _check_run_dir(spec)
-    derived = None
-    if batch is not None and spec.nodes >= 1:
-        pdb, ga, gbs = batch
-        derived = Derived(
-            nodes=spec.nodes,
-            gpus_per_node=spec.hw.devices_per_node,
-            world_size=spec.world_size,
-            per_device_batch_size=pdb,
-            gradient_accumulation_steps=ga,
-            global_batch_size=gbs,
-        )
     return derived, problems, warnings
 
 
@@ -279,7 +183,7 @@ def _check_model(spec: JobSpec) -> list[Problem]:
     return out
 
 
-def _check_benchmark(spec: JobSpec, batch: tuple[int, int, int] | None) -> list[Problem]:
+def _check_benchmark(spec: JobSpec, global_batch: int | None) -> list[Problem]:
     b = spec.benchmark
     origin = f"benchmark {b.name}" + (f" (seed {b.seed})" if b.seed else "")
     out = []
@@ -294,13 +198,13 @@ def _check_benchmark(spec: JobSpec, batch: tuple[int, int, int] | None) -> list[
             out.append(Problem(key, f"is locked to {wanted!r} by {origin}; got {actual!r}{free}"))
     if (
         b.max_global_batch_size is not None
-        and batch is not None
-        and batch[2] > b.max_global_batch_size
+        and global_batch is not None
+        and global_batch > b.max_global_batch_size
     ):
         out.append(
             Problem(
                 "global_batch_size",
-                f"{batch[2]} exceeds {b.max_global_batch_size}, the most {origin} allows",
+                f"{global_batch} exceeds {b.max_global_batch_size}, the most {origin} allows",
             )
         )
     return out

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.check import Derived, memory_estimate
+from launcher.check import memory_estimate
+from launcher.derive import Derived
 from launcher.engines import get_engine
 from launcher.engines.base import NodeLaunch, PrepareStep
 from launcher.rundir import RunDir

@@ -7,6 +7,7 @@ text_tokens, samples, peak_mem_gb, tflops (XTuner's own figure), tokens_per_sec_
 (HF-Trainer stdout) and `xtuner_vis` (XTuner vis_data JSON Lines).
 """
 
-from launcher.collect.detect import LogError, ParsedLog, detect, find_log, load
+from launcher.collect.detect import detect, find_log, load
+from launcher.collect.records import LogError, ParsedLog
 
 __all__ = ["LogError", "ParsedLog", "detect", "find_log", "load"]

@@ -1,32 +1,12 @@
-"""Which kind of log a file or folder holds, and loading it into records."""
+"""Which kind of log a file or folder holds, and loading it into records with its parser."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-KINDS = ("metrics_jsonl", "hf_trainer", "xtuner_vis")
-
-
-class LogError(ValueError):
-    """A log that cannot be read; the message lists every bad line at once."""
-
-    def __init__(self, path: Path, problems: list[str]):
-        self.path, self.problems = path, problems
-        lines = [f"{len(problems)} problem(s) in {path}:"] + [f"  - {p}" for p in problems]
-        super().__init__("\n".join(lines))
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedLog:
-    kind: str
-    path: Path
-    records: list[dict[str, Any]]
-    summary: dict[str, Any] | None = None
-    """HF-Trainer's final {'train_runtime', 'train_samples_per_second', ...} line."""
-    warnings: list[str] = field(default_factory=list)
+from launcher.collect import hf_trainer, jsonl, xtuner
+from launcher.collect.records import LogError, ParsedLog
 
 
 def _first_json_object(path: Path) -> dict | None:
@@ -99,8 +79,6 @@ def detect(path: str | Path) -> str:
 
 def load(path: str | Path) -> ParsedLog:
     """Parse the log at `path` (file or folder) into records."""
-    from launcher.collect import hf_trainer, jsonl, xtuner
-
     kind, file = find_log(path)
     parser = {
         "metrics_jsonl": jsonl.parse,

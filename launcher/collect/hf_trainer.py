@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from launcher.collect.detect import LogError, ParsedLog
+from launcher.collect.records import LogError, ParsedLog
 
 _DICT = re.compile(r"\{'[A-Za-z_]+':[^{}]*\}")
 _BAR = re.compile(r"(\d+)/(\d+) \[[\d:]+<[\d:?]+,\s*(\?|[\d.]+)(s/it|it/s)")

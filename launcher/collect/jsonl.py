@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from launcher.collect.detect import LogError, ParsedLog
+from launcher.collect.records import LogError, ParsedLog
 
 NUMERIC = (
     "loss", "lr", "epoch", "grad_norm", "samples_per_sec", "tokens_per_sec", "step_time",

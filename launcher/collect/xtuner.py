@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher.collect.detect import LogError, ParsedLog
 from launcher.collect.jsonl import _number, read_json_lines
+from launcher.collect.records import LogError, ParsedLog
 
 RENAME = {
     "loss": "loss",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from launcher.check import Derived
+from launcher.derive import Derived
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from launcher.check import Derived
-from launcher.engines import deepspeed
+from launcher.derive import Derived
+from launcher.engines import ds_config
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.rundir import RunDir
 from launcher.spec import DatasetEntry, JobSpec, Problem
@@ -71,9 +71,6 @@ TRAINING_ARGS = {
     "evaluation_strategy",
     "group_by_length",
 }
-# Keys only our trainer reads.
-OUR_EXTRA_ARGS = {"metrics_file", "eval_meta_path", "max_bad_sample_ratio", "use_packed_ds"}
-
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
 
 
@@ -225,7 +222,7 @@ class InternVLEngine:
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
         files = {
             run.deepspeed_json.name: _dump(
-                deepspeed.render(spec, derived, optimizer_block=self.official)
+                ds_config.render(spec, derived, optimizer_block=self.official)
             ),
             run.train_args_json.name: _dump(self.train_args(spec, derived, run)),
         }

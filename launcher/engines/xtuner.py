@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launcher.check import Derived
-from launcher.engines import deepspeed
+from launcher.derive import Derived
+from launcher.engines import ds_config
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
@@ -354,7 +354,7 @@ class XTunerEngine:
         files = {
             run.xtuner_config.name: render_xtuner_config(stem, self.overrides(spec, derived)),
             run.deepspeed_json.name: json.dumps(
-                deepspeed.render(spec, derived, optimizer_block=False), indent=2
+                ds_config.render(spec, derived, optimizer_block=False), indent=2
             )
             + "\n",
         }

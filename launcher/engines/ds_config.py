@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from launcher.check import Derived
+from launcher.derive import Derived
 from launcher.spec import JobSpec
 
 
