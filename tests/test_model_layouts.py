@@ -16,8 +16,8 @@ from internvl_chat.model import (
     pixel_shuffle,
     save_model,
 )
-from internvl_chat.model.checkpoint import read_weights
 from internvl_chat.model.llm import internlm2_to_llama, llama_to_internlm2
+from internvl_chat.model.weights import read_weights
 from internvl_chat.tokenizer import load_tokenizer
 from internvl_chat.tools.make_tiny import make_tiny
 from internvl_chat.tools.merge_lora import merge_lora

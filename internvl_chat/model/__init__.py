@@ -5,10 +5,10 @@ from internvl_chat.model.checkpoint import (
     attach_tokenizer,
     detect_layout,
     load_model,
-    merge_lora_state,
     save_model,
 )
 from internvl_chat.model.internvl import InternVLChatConfig, InternVLChatModel, pixel_shuffle
+from internvl_chat.model.lora import merge_lora_state
 from internvl_chat.model.trainable import configure_trainable
 from internvl_chat.model.vit import InternVisionConfig, InternVisionModel
 

@@ -3,32 +3,7 @@
 from __future__ import annotations
 
 from internvl_chat.model.internvl import InternVLChatModel
-from internvl_chat.model.llm import LORA_TARGETS
-
-BACKBONE_LORA_TARGETS = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]
-
-
-def wrap_backbone_lora(model: InternVLChatModel, r: int) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05, target_modules=BACKBONE_LORA_TARGETS)
-    model.vision_model = get_peft_model(model.vision_model, cfg)
-    model.config.use_backbone_lora = r
-
-
-def wrap_llm_lora(model: InternVLChatModel, r: int) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(
-        r=r,
-        lora_alpha=2 * r,
-        lora_dropout=0.05,
-        target_modules=LORA_TARGETS[model.config.family],
-        task_type="CAUSAL_LM",
-    )
-    model.language_model = get_peft_model(model.language_model, cfg)
-    model.language_model.enable_input_require_grads()
-    model.config.use_llm_lora = r
+from internvl_chat.model.lora import wrap_backbone_lora, wrap_llm_lora
 
 
 def _vit_layers(model: InternVLChatModel):

@@ -1,0 +1,70 @@
+"""Process-group setup for one rank: torchrun's env, or a single process without it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_env() -> None:
+    """Let `python -m internvl_chat.train` run as one process without torchrun."""
+    if "RANK" not in os.environ:
+        os.environ.update(
+            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+        )  # fmt: skip
+
+
+def isolate_extension_builds() -> None:
+    """One JIT build folder per DeepSpeed version (unless TORCH_EXTENSIONS_DIR is set).
+
+    DeepSpeed compiles its CPU shm-comm op into torch's shared extension cache; another venv
+    with a different DeepSpeed (the XTuner one) rebuilds the same name there, and a run then
+    loads the other version's module and dies at init ("no attribute vector_kernel_level").
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ds_version = version("deepspeed")
+    except PackageNotFoundError:
+        return
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch_extensions"
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(base / f"deepspeed-{ds_version}"))
+
+
+class Dist:
+    """This rank's place in the job and the collectives the loop needs."""
+
+    def __init__(self):
+        import deepspeed
+        import torch
+        import torch.distributed as dist
+
+        single_process_env()
+        cuda = torch.cuda.is_available()
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        self.torch, self.dist = torch, dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = torch.device(f"cuda:{self.local_rank}") if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        self.is_main = self.rank == 0
+
+    def allreduce(self, values: list[float], op=None) -> list[float]:
+        t = self.torch.tensor(values, dtype=self.torch.float64, device=self.device)
+        self.dist.all_reduce(t, op=op or self.dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def allmax(self, values: list[float]) -> list[float]:
+        return self.allreduce(values, op=self.dist.ReduceOp.MAX)
+
+    def barrier(self) -> None:
+        self.dist.barrier()
