@@ -1,0 +1,141 @@
+"""The XTuner engine: checks, files, prepare steps and node commands for `xtuner train`.
+
+Each node runs `xtuner train` from the XTuner environment with `NPROC_PER_NODE NNODES NODE_RANK
+ADDR PORT` (XTuner reads these, not MASTER_*; without PORT every node picks its own random
+port and the job hangs). The config text comes from `render`, the verdict and the conversion
+from `finalize`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from launcher.derive import Derived
+from launcher.engines import ds_config
+from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
+from launcher.engines.xtuner import finalize as finalizing
+from launcher.engines.xtuner.render import (
+    BASE_DIR,
+    BASES,
+    CFG_DIR,
+    DEFAULT_ENV,
+    ENGINE_ARGS,
+    base_chain,
+    base_stem,
+    image_tokens,
+    overrides,
+    render_xtuner_config,
+)
+from launcher.rundir import RunDir
+from launcher.spec import JobSpec, Problem
+
+
+class XTunerEngine:
+    name = "xtuner"
+
+    # planning ------------------------------------------------------------------------
+    def env_dir(self, spec: JobSpec) -> Path:
+        return Path(spec.engine_args.get("xtuner_env") or DEFAULT_ENV)
+
+    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
+        out = [
+            Problem(
+                f"engine_args.{k}", f"unknown for engine xtuner; known: {', '.join(ENGINE_ARGS)}"
+            )
+            for k in spec.engine_args
+            if k not in ENGINE_ARGS
+        ]
+        m, d = spec.model, spec.data
+        stem = base_stem(m.xtuner_base or "")
+        if stem not in BASES:
+            out.append(
+                Problem("model.xtuner_base", f"{m.xtuner_base!r} is not one of {sorted(BASES)}")
+            )
+        elif BASES[stem] == "llava":
+            if d.format != "llava_json":
+                out.append(Problem("data", f"LLaVA recipes read llava_json data, not {d.format}"))
+            if spec.seq_len <= image_tokens(spec):
+                out.append(Problem("seq_len", f"must exceed the {image_tokens(spec)} image tokens"))
+            if not (m.llm_path and m.vision_path) and not m.make_tiny:
+                out.append(Problem("model", "LLaVA needs model.llm_path and model.vision_path"))
+        elif not m.path:
+            out.append(Problem("model.path", "InternVL recipes need the checkpoint folder"))
+        if not (d.json_path or d.generate):
+            out.append(Problem("data.json_path", "XTuner recipes need the JSON annotation file"))
+        if spec.parallelism.zero_stage == 0:
+            out.append(Problem("parallelism", "xtuner train --deepspeed needs ZeRO stage 1-3"))
+        if spec.max_steps is None and not float(spec.epochs).is_integer():
+            out.append(Problem("epochs", "XTuner trains whole epochs; set max_steps instead"))
+        return out
+
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
+        stem = base_stem(spec.model.xtuner_base)
+        files = {
+            run.xtuner_config.name: render_xtuner_config(stem, overrides(spec, derived)),
+            run.deepspeed_json.name: json.dumps(
+                ds_config.render(spec, derived, optimizer_block=False), indent=2
+            )
+            + "\n",
+        }
+        for name, text in base_chain(stem).items():
+            files[f"{BASE_DIR}/{name}"] = text
+        return files
+
+    def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
+        maker = str(CFG_DIR / "make_tiny_llava.py")
+        xpy = str(self.env_dir(spec) / "bin" / "python")
+        steps = []
+        if spec.model.make_tiny:
+            out = Path(spec.model.llm_path).parent
+            steps.append(
+                PrepareStep(argv=(xpy, maker, str(out), "--parts=model"), creates=str(out / "llm"))
+            )
+        if spec.data.generate == "synthetic_llava":
+            out = Path(spec.data.dir)
+            argv = (xpy, maker, str(out), "--parts=data", f"--samples={spec.data.num_samples}")
+            steps.append(PrepareStep(argv=argv, creates=str(out / "data")))
+        return steps
+
+    def node_launch(
+        self, spec: JobSpec, derived: Derived, run: RunDir, node_rank: int, python: str
+    ) -> NodeLaunch:
+        venv_bin = self.env_dir(spec) / "bin"
+        argv = (
+            str(venv_bin / "xtuner"),
+            "train",
+            str(run.xtuner_config),
+            "--deepspeed",
+            str(run.deepspeed_json),
+            "--work-dir",
+            str(run.output_dir),
+        )
+        env = {
+            **spec.hw.env,
+            # `xtuner train` re-launches `python` / `torchrun` from PATH (node prefixes PATH).
+            "PATH": str(venv_bin),
+            "NPROC_PER_NODE": str(derived.gpus_per_node),
+            "NNODES": str(derived.nodes),
+            "NODE_RANK": str(node_rank),
+            "ADDR": MASTER_ADDR,
+            "PORT": MASTER_PORT,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if derived.world_size == 1:
+            # One process: XTuner runs train.py without torchrun, and DeepSpeed then looks for
+            # MPI (mpi4py) unless the torch.distributed variables are present.
+            env |= {
+                "RANK": "0",
+                "LOCAL_RANK": "0",
+                "WORLD_SIZE": "1",
+                "MASTER_ADDR": MASTER_ADDR,
+                "MASTER_PORT": MASTER_PORT,
+            }
+        return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
+
+    # on the node ---------------------------------------------------------------------
+    def outcome(self, run: RunDir, returncode: int) -> Outcome:
+        return finalizing.outcome(run, returncode)
+
+    def finalize(self, run: RunDir) -> None:
+        finalizing.finalize(run)

@@ -1,0 +1,1 @@
+"""The XTuner checkpoint exports behind xtuner_cfgs/to_hf.py: common, internvl, llava."""
