@@ -116,7 +116,11 @@ class ModelSpec:
     internvl_root: str | None = None
     """The user's checkout of OpenGVLab/InternVL (engine=internvl_official)."""
     internvl_revision: Literal["pin", "head"] = "pin"
-    """Which official argument set to render: pin = 764fdc9 (seed 000), head = 2410d1d."""
+    """The official code the checkpoint belongs to: pin = 764fdc9 (seed 000, InternVL 1.5),
+    head = 2410d1d (InternVL2 and later). Picks the official argument set, the template's
+    default system message and how edge-case samples are treated."""
+    system_message: str | None = None
+    """None: the template's default at internvl_revision (internvl_chat/prompts.py)."""
     dims: Dims = field(default_factory=Dims)
 
     @property

@@ -70,16 +70,17 @@ EXPECTED = {
         "this?<|im_end|><|im_start|>assistant\ncircle<|im_end|>",
         ["red<|im_end|>", "circle<|im_end|>"],
     ),
-    "Hermes-2": (
+    "Hermes-2": (  # only internlm2-chat strips values (as the official preprocess functions)
         "<|im_start|>system\nSYS<|im_end|><|im_start|>user\n<img>{ctx}</img>\nWhat colour is "
-        "the shape?<|im_end|><|im_start|>assistant\nred<|im_end|><|im_start|>user\nWhat shape is "
-        "this?<|im_end|><|im_start|>assistant\ncircle<|im_end|>",
-        ["red<|im_end|>", "circle<|im_end|>"],
+        "the shape? <|im_end|><|im_start|>assistant\nred<|im_end|><|im_start|>user\nWhat shape "
+        "is this?<|im_end|><|im_start|>assistant\n circle <|im_end|>",
+        ["red<|im_end|>", " circle <|im_end|>"],
     ),
     "phi3-chat": (
-        "<|system|>\nSYS<|end|><|user|>\n<img>{ctx}</img>\nWhat colour is the shape?<|end|>"
-        "<|assistant|>\nred<|end|><|user|>\nWhat shape is this?<|end|><|assistant|>\ncircle<|end|>",
-        ["red<|end|>", "circle<|end|>"],
+        "<|system|>\nSYS<|end|><|user|>\n<img>{ctx}</img>\nWhat colour is the shape? <|end|>"
+        "<|assistant|>\nred<|end|><|user|>\nWhat shape is this?<|end|><|assistant|>\n circle "
+        "<|end|>",
+        ["red<|end|>", " circle <|end|>"],
     ),
     "internvl2_5": (  # values are not stripped; "\n" after every <|im_end|> is not supervised
         "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n<img>{ctx}</img>\nWhat colour is "
@@ -127,11 +128,14 @@ def test_image_placeholder_inserted_and_counted():
         {"from": "human", "value": "Q"},
         {"from": "gpt", "value": "A"},
     ]
-    system, turns = normalize_conversation(conv, t, 1, insert_image=True)
-    assert system is None and turns == [
-        ("human", "<image>\nQ"),
-        ("gpt", "A"),
-    ]  # leading gpt dropped
+    system, turns = normalize_conversation(conv, t, 0, insert_image=False)
+    assert system is None and turns == [("human", "Q"), ("gpt", "A")]  # leading gpt dropped
+    # official order: "<image>\n" goes onto the FIRST entry (the gpt turn), which is then
+    # dropped, so the image has no placeholder left: refused (HEAD asserts, PIN mis-trains)
+    with pytest.raises(SampleError, match="0 <image> placeholder"):
+        normalize_conversation(conv, t, 1, insert_image=True)
+    conv[1]["value"] = "<image>\nQ"
+    assert normalize_conversation(conv, t, 1, insert_image=True)[1][0] == ("human", "<image>\nQ")
     with pytest.raises(SampleError, match="1 <image> placeholder.*for 2 image"):
         normalize_conversation(CONV, t, 2, insert_image=False)
     with pytest.raises(SampleError, match="alternate.*no assistant") as e:

@@ -218,3 +218,35 @@ def test_nasty_paths_survive_quoting(tmp_path: Path, cluster: str):
         assert shlex.split(out.split("=", 1)[1]) == [f"{run_dir}/submitit/%j_0_log.out"]
     args = json.loads(plan.files["train_args.json"])
     assert args["output_dir"] == f"{run_dir}/output"
+
+
+@pytest.mark.parametrize(
+    ("model", "revision"),
+    [
+        ("internvl_20b", "pin"),
+        ("internvl2_1b", "head"),
+        ("internvl2_2b", "head"),
+        ("internvl2_8b", "head"),
+    ],
+)
+def test_model_revision_picks_the_system_message(tmp_path: Path, model: str, revision: str):
+    """A V1.5-era checkpoint trains with the pinned code's prompt, InternVL2 with HEAD's; the
+    run dir records the one used (our engine only: the official script has its own)."""
+    from internvl_chat.prompts import SYSTEM_MESSAGES
+
+    plan, spec = make_plan(tmp_path, f"model={model}", "hw=a800", "nodes=1", "dry_run=true")
+    args = json.loads(plan.files["train_args.json"])
+    assert spec.model.internvl_revision == revision
+    assert args["internvl_revision"] == revision
+    assert args["system_message"] == SYSTEM_MESSAGES[revision][spec.model.template]
+    plan, _ = make_plan(
+        tmp_path, f"model={model}", "hw=a800", "nodes=1", "dry_run=true", "model.system_message=Hi."
+    )
+    assert json.loads(plan.files["train_args.json"])["system_message"] == "Hi."
+
+
+def test_template_missing_at_revision_is_refused(tmp_path: Path):
+    with pytest.raises(ConfigError, match="internvl2_5.*does not exist.*'pin'"):
+        make_plan(
+            tmp_path, "model=internvl_20b", "hw=a800", "nodes=1", "model.template=internvl2_5"
+        )

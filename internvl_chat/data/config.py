@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from internvl_chat.data.tiling import num_image_token
+from internvl_chat.prompts import REVISIONS, system_message
 
 NORMALIZE = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -33,9 +34,11 @@ class DataConfig:
     """Default tile budget; a meta entry's max_dynamic_patch overrides it."""
     normalize_type: str = "imagenet"
     pad2square: bool = False
+    internvl_revision: str = "head"
+    """Official code revision whose behaviour is reproduced: ``pin`` (764fdc9, InternVL 1.5
+    checkpoints, seed 000) or ``head``; picks the default system message and edge cases."""
     system_message: str | None = None
-    """None: the template's default (current InternVL code); templates.PIN_SYSTEM has the
-    2024-06 ones."""
+    """None: the template's default at ``internvl_revision`` (internvl_chat.prompts)."""
     group_by_length: bool = False
     use_packed_ds: bool = False
     """Packed rows: several samples per row, attention kept inside each sample."""
@@ -50,6 +53,12 @@ class DataConfig:
     @property
     def num_image_token(self) -> int:
         return num_image_token(self.force_image_size, self.patch_size, self.down_sample_ratio)
+
+    @property
+    def effective_system_message(self) -> str:
+        if self.system_message is not None:
+            return self.system_message
+        return system_message(self.conv_style, self.internvl_revision)
 
     @classmethod
     def from_any(cls, cfg=None, **overrides) -> DataConfig:
@@ -84,6 +93,15 @@ class DataConfig:
             out.append(
                 f"force_image_size {self.force_image_size} is not a multiple of patch {self.patch_size}"
             )
+        if self.internvl_revision not in REVISIONS:
+            out.append(
+                f"internvl_revision {self.internvl_revision!r} is not one of {', '.join(REVISIONS)}"
+            )
+        else:
+            try:
+                system_message(self.conv_style, self.internvl_revision)
+            except ValueError as e:
+                out.append(str(e))
         if self.max_seq_length < 16:
             out.append(f"max_seq_length {self.max_seq_length} is too small")
         if not 0 <= self.max_bad_sample_ratio <= 1:

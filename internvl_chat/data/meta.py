@@ -157,9 +157,14 @@ def scan_row(
         images = []
     else:
         raise SampleError("'image' must be a path or a list of non-empty paths")
-    template = get_template(cfg.conv_style)
+    template = get_template(cfg.conv_style, cfg.internvl_revision)
+    # official: only a string `image` gets "<image>\n" inserted; a list must carry its tags
     system, turns = normalize_conversation(
-        row.get("conversations"), template, len(images), insert_image=len(images) == 1
+        row.get("conversations"),
+        template,
+        len(images),
+        insert_image=isinstance(image, str) and bool(image),
+        revision=cfg.internvl_revision,
     )
     info = SampleInfo(line, row)
     max_patch = entry.max_dynamic_patch or cfg.max_dynamic_patch
@@ -186,7 +191,7 @@ def scan_row(
         info.grids.append(grid)
         info.tiles.append(n)
     if system is None:
-        system = template.default_system if cfg.system_message is None else cfg.system_message
+        system = cfg.effective_system_message
     segments = render(template, system, turns)
     enc = encode(segments, tokenizer, info.tiles, cfg.num_image_token, cfg.max_seq_length)
     info.length, info.num_image_tokens, info.truncated = (

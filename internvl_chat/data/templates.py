@@ -5,31 +5,23 @@ whole string is tokenized once and a token is supervised iff its first character
 supervised segment. Supervised = each assistant answer plus its end-of-turn token
 (``<|im_end|>`` / ``<|end|>``); never BOS, system, role headers, user turns, image tokens,
 the newline after ``<|im_end|>`` (internvl2_5) or padding.
+
+What a sample becomes follows the official code at the model's ``revision`` (``pin`` /
+``head``, see ``internvl_chat.prompts``), including its edge cases; where the official code
+would train on a silently broken sample (all labels masked, literal ``<image>`` text, a
+crash that resamples) the sample is refused with a reason instead. docs/DIFFERENCES.md
+lists each case; tests/test_official_tokens.py checks them against saved official output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from internvl_chat.prompts import REVISIONS, system_message
 from internvl_chat.tokenizer import IMG_CONTEXT, IMG_END, IMG_START
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
-
-_HEAD_SYSTEM = (
-    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
-    "是一个有用无害的人工智能助手。"
-)
-_INTERNVL2_5_SYSTEM = (
-    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
-    "多模态大语言模型。"
-)
-# Default system messages of the pinned (2024-06) code, for checkpoints of that era.
-PIN_SYSTEM = {
-    "Hermes-2": "Answer the questions.",
-    "internlm2-chat": "You are an AI assistant whose name is InternLM (书生·浦语).",
-    "phi3-chat": "You are an AI assistant whose name is Phi-3.",
-}
 
 
 @dataclass(frozen=True)
@@ -40,22 +32,28 @@ class Template:
     assistant_header: str
     end: str  # end-of-turn token, supervised after each answer
     after_end: str  # unsupervised text after every end token ("\n" for internvl2_5)
-    default_system: str
-    strip_values: bool
-    allows_system_turn: bool  # a leading {"from": "system"} entry overrides the default
+    strip_values: bool  # official preprocess .strip()s every value (internlm2-chat only)
+    per_message: bool
+    """internvl2_5: every message rendered on its own, any human/gpt order, a leading system
+    turn allowed and a leading gpt turn kept. Otherwise FastChat's MPT style: strict
+    alternation, a leading gpt turn dropped, an empty value rendered as its role only."""
+
+    def default_system(self, revision: str = "head") -> str:
+        """The official default system message at ``revision`` (internvl_chat.prompts)."""
+        return system_message(self.name, revision)
 
 
 TEMPLATES = {
     t.name: t
     for t in (
         Template("Hermes-2", "<|im_start|>system\n", "<|im_start|>user\n",
-                 "<|im_start|>assistant\n", "<|im_end|>", "", _HEAD_SYSTEM, True, False),
+                 "<|im_start|>assistant\n", "<|im_end|>", "", False, False),
         Template("internlm2-chat", "<|im_start|>system\n", "<|im_start|>user\n",
-                 "<|im_start|>assistant\n", "<|im_end|>", "", _HEAD_SYSTEM, True, False),
+                 "<|im_start|>assistant\n", "<|im_end|>", "", True, False),
         Template("phi3-chat", "<|system|>\n", "<|user|>\n", "<|assistant|>\n", "<|end|>", "",
-                 _HEAD_SYSTEM, True, False),
+                 False, False),
         Template("internvl2_5", "<|im_start|>system\n", "<|im_start|>user\n",
-                 "<|im_start|>assistant\n", "<|im_end|>", "\n", _INTERNVL2_5_SYSTEM, False, True),
+                 "<|im_start|>assistant\n", "<|im_end|>", "\n", False, True),
     )
 }  # fmt: skip
 
@@ -68,53 +66,80 @@ class SampleDropped(ValueError):
     """A valid sample that does not fit (e.g. image tokens past max_seq_length); counted."""
 
 
-def get_template(name: str) -> Template:
+def get_template(name: str, revision: str = "head") -> Template:
     if name not in TEMPLATES:
         raise ValueError(f"conv_style {name!r} is not one of {', '.join(TEMPLATES)}")
+    if revision not in REVISIONS:
+        raise ValueError(f"internvl_revision {revision!r} is not one of {', '.join(REVISIONS)}")
+    system_message(name, revision)  # raises for internvl2_5 at pin
     return TEMPLATES[name]
 
 
 def normalize_conversation(
-    conversations, template: Template, num_images: int, insert_image: bool
+    conversations, template: Template, num_images: int, insert_image: bool, revision: str = "head"
 ) -> tuple[str | None, list[tuple[str, str]]]:
-    """Check roles and alternation; returns (system override, [(role, text)]).
+    """Check roles and order; returns (system override, [(role, text)]), as the official
+    dataset + preprocess functions at ``revision`` would see them.
 
-    A leading gpt turn is dropped (as the reference does). With ``insert_image`` (single-image
-    samples) ``"<image>\\n"`` is prepended to the first human turn when it has none.
+    Order as the official code: with ``insert_image`` (a single-image sample, ``image`` a
+    string) ``"<image>\\n"`` is prepended to the FIRST entry when it has none, whatever its
+    role; then a leading gpt turn is dropped (MPT templates) or kept (internvl2_5).
     Raises SampleError naming every problem found.
     """
     if not isinstance(conversations, list) or not conversations:
         raise SampleError("'conversations' must be a non-empty list")
-    problems, turns, system = [], [], None
+    problems = []
     for k, msg in enumerate(conversations):
         if not isinstance(msg, dict) or not isinstance(msg.get("value"), str):
             problems.append(f"conversations[{k}] must be an object with a string 'value'")
-            continue
-        role = msg.get("from")
-        if role == "system" and k == 0:
-            if not template.allows_system_turn:
-                problems.append(
-                    f"a system turn is only supported by internvl2_5, not {template.name}"
-                )
-            system = msg["value"]
-            continue
+    if problems:
+        raise SampleError("; ".join(problems))
+    msgs = [(m.get("from"), m["value"]) for m in conversations]
+    if insert_image and IMAGE_PLACEHOLDER not in msgs[0][1]:
+        msgs[0] = (msgs[0][0], f"{IMAGE_PLACEHOLDER}\n{msgs[0][1]}")
+    system = None
+    if msgs[0][0] == "system":
+        if not template.per_message:
+            problems.append(f"a system turn is only supported by internvl2_5, not {template.name}")
+        system, msgs = msgs[0][1], msgs[1:]
+    for k, (role, _) in enumerate(msgs):
         if role not in ("human", "gpt"):
-            problems.append(f"conversations[{k}]: unknown role {role!r} (expected human/gpt)")
-            continue
-        value = msg["value"].strip() if template.strip_values else msg["value"]
-        turns.append((role, value))
-    if turns and turns[0][0] == "gpt":
+            problems.append(
+                f"conversations[{k + (system is not None)}]: unknown role {role!r} "
+                "(expected human/gpt)"
+            )
+    if problems:
+        raise SampleError("; ".join(problems))
+    turns = [(r, v.strip() if template.strip_values else v) for r, v in msgs]
+    if template.per_message:
+        if turns and turns[0][0] == "gpt" and IMAGE_PLACEHOLDER in turns[0][1] and insert_image:
+            problems.append(
+                "a leading gpt turn in a single-image sample: the official internvl2_5 code "
+                "puts '<image>' into that answer"
+            )
+    elif turns and turns[0][0] == "gpt":
         turns = turns[1:]
+    # official internvl2_5 takes any order; we still refuse two turns of one role in a row
+    first = turns[0][0] if turns and template.per_message else "human"
     for k, (role, _) in enumerate(turns):
-        if role != ("human" if k % 2 == 0 else "gpt"):
-            problems.append("turns must alternate human, gpt, human, ...")
+        if (role == first) != (k % 2 == 0):
+            order = "human, gpt" if first == "human" else "gpt, human"
+            problems.append(f"turns must alternate {order}, ...")
             break
+    if not template.per_message:
+        empty = [k for k, (_, text) in enumerate(turns) if not text]
+        if empty and (template.name != "internlm2-chat" or revision == "pin"):
+            why = (
+                "the pinned preprocess_internlm fails on it (value[0] of an empty string)"
+                if template.name == "internlm2-chat"
+                else "the official code renders no end token and masks the whole sample "
+                "(tokenization mismatch)"
+            )
+            problems.append(f"empty {turns[empty[0]][0]} value in turn {empty[0]}: {why}")
     if not any(role == "gpt" for role, _ in turns):
         problems.append("no assistant (gpt) turn to learn from")
     if problems:
         raise SampleError("; ".join(problems))
-    if insert_image and IMAGE_PLACEHOLDER not in turns[0][1]:
-        turns[0] = ("human", f"{IMAGE_PLACEHOLDER}\n{turns[0][1]}")
     n_found = sum(text.count(IMAGE_PLACEHOLDER) for role, text in turns if role == "human")
     n_gpt = sum(text.count(IMAGE_PLACEHOLDER) for role, text in turns if role == "gpt")
     if n_found != num_images or n_gpt:
@@ -126,16 +151,20 @@ def normalize_conversation(
 
 
 def render(template: Template, system: str, turns: list[tuple[str, str]]) -> list[tuple[str, bool]]:
-    """Segments ``(text, supervised)``; ``<image>`` is replaced by a compact ``<img></img>``
-    marker, expanded to the real image tokens after tokenization."""
+    """Segments ``(text, supervised)``; ``<image>`` in turns is replaced by a compact
+    ``<img></img>`` marker, expanded to the real image tokens after tokenization. An empty
+    value in an MPT template renders as its role header alone (FastChat's ``if message``)."""
     t = template
     segs = [(f"{t.system_header}{system}{t.end}{t.after_end}", False)]
     for role, text in turns:
         text = text.replace(IMAGE_PLACEHOLDER, IMG_START + IMG_END)
-        if role == "human":
-            segs.append((f"{t.user_header}{text}{t.end}{t.after_end}", False))
+        header = t.user_header if role == "human" else t.assistant_header
+        if not text and not t.per_message:
+            segs.append((header, False))
+        elif role == "human":
+            segs.append((f"{header}{text}{t.end}{t.after_end}", False))
         else:
-            segs.append((t.assistant_header, False))
+            segs.append((header, False))
             segs.append((f"{text}{t.end}", True))
             if t.after_end:
                 segs.append((t.after_end, False))

@@ -55,7 +55,7 @@ class Chat:
         from internvl_chat.tokenizer import IMG_CONTEXT, IMG_START
 
         t = self.template
-        system = self.model.config.extra.get("system_message") or t.default_system
+        system = self.model.config.extra.get("system_message") or t.default_system("head")
         text = "".join(s for s, _ in render(t, system, [("human", "<image>\n" + question)]))
         ids = self.tokenizer(text + t.assistant_header, add_special_tokens=True)["input_ids"]
         start = self.tokenizer.convert_tokens_to_ids(IMG_START)

@@ -1,10 +1,12 @@
-"""`python -m internvl_chat.tools.inspect META_JSON --model MODEL_DIR --index N [--json]`
+"""`python -m internvl_chat.tools.inspect META_JSON --model MODEL_DIR --index N [--json] [--revision pin|head] [--system-message TEXT]`
 
 Shows how sample N (0-based, over the meta entries in order, after repeat_time, as in
 training) is processed: per image its size [width, height], tile grid [columns, rows] and
 tile count (thumbnail included), the number of image tokens, input_ids and labels. Tiling
 settings come from MODEL_DIR/config.json and the meta entry (its max_dynamic_patch), the
-template from config.json's ``template`` unless --conv-style is given.
+template from config.json's ``template`` unless --conv-style is given. --revision (default
+head) picks the official code whose system message and edge cases apply (pin = the
+InternVL 1.5 era, seed 000); --system-message replaces the system prompt.
 
 With --json one JSON object is printed; otherwise a readable view in which supervised spans
 are wrapped in [[...]] and runs of <IMG_CONTEXT> are collapsed.
@@ -38,6 +40,8 @@ def inspect_sample(meta_path, model_dir, index: int, tokenizer=None, **overrides
                 "annotation": str(entry.annotation),
                 "line": line,
                 "conv_style": cfg.conv_style,
+                "internvl_revision": cfg.internvl_revision,
+                "system_message": cfg.effective_system_message,
                 "tokens_per_tile": cfg.num_image_token,
                 "images": [
                     {"path": p, "size": list(s), "grid": list(g), "num_tiles": n}
@@ -75,7 +79,10 @@ def render_view(sample: dict, tokenizer) -> str:
         run = tokenizer.decode(ids[k:j])
         out.append(f"[[{run}]]" if sup else run)
         k = j
-    head = [f"{sample['dataset']} {sample['annotation']}:{sample['line']} ({sample['conv_style']})"]
+    head = [
+        f"{sample['dataset']} {sample['annotation']}:{sample['line']} "
+        f"({sample['conv_style']}, revision {sample['internvl_revision']})"
+    ]
     for im in sample["images"]:
         head.append(
             f"  image {im['path']}: size {im['size'][0]}x{im['size'][1]}, grid "
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--conv-style")
     p.add_argument("--max-seq-length", type=int)
+    p.add_argument("--revision", choices=["pin", "head"], help="official code revision (head)")
+    p.add_argument("--system-message", help="system prompt (default: the template's at --revision)")
     a = p.parse_args(argv)
     tokenizer = load_model_tokenizer(a.model)
     try:
@@ -107,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer,
             conv_style=a.conv_style,
             max_seq_length=a.max_seq_length,
+            internvl_revision=a.revision,
+            system_message=a.system_message,
         )
     except (SampleError, SampleDropped, IndexError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`python -m internvl_chat.tools.validate_data META_JSON --model MODEL_DIR [--conv-style S --max-seq-length N]`
+"""`python -m internvl_chat.tools.validate_data META_JSON --model MODEL_DIR [--conv-style S --max-seq-length N --revision pin|head --system-message TEXT]`
 
 Checks a whole InternVL-format data set before a job is submitted and prints every problem
 as ``file:line: reason`` (meta-file problems as ``meta.json: name: reason``): bad JSON,
@@ -7,7 +7,9 @@ samples, samples that would be truncated (dropped when image tokens would be cut
 annotations. Exit status 1 if anything is wrong, else 0 with a one-line summary.
 
 Tiling and template come from MODEL_DIR/config.json (overridable by flags), the tokenizer
-from MODEL_DIR. No model weights are loaded; torch is imported only through transformers'
+from MODEL_DIR. --revision (default head) checks the samples as the official code at that
+revision treats them (pin = InternVL 1.5 era, seed 000); --system-message replaces the
+template's system prompt (it changes lengths, hence truncation). No model weights are loaded; torch is imported only through transformers'
 tokenizer loading.
 """
 
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-length", type=int)
     p.add_argument("--max-dynamic-patch", type=int)
     p.add_argument("--force-image-size", type=int)
+    p.add_argument("--revision", choices=["pin", "head"], help="official code revision (head)")
+    p.add_argument("--system-message", help="system prompt (default: the template's at --revision)")
     a = p.parse_args(argv)
     problems = validate(
         a.meta_path,
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         max_seq_length=a.max_seq_length,
         max_dynamic_patch=a.max_dynamic_patch,
         force_image_size=a.force_image_size,
+        internvl_revision=a.revision,
+        system_message=a.system_message,
     )
     for line in problems:
         print(line)

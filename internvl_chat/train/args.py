@@ -109,6 +109,8 @@ class TrainArgs:
     metrics_file: str | None = None
     eval_meta_path: str | None = None
     max_bad_sample_ratio: float = 0.05
+    internvl_revision: str = "head"
+    """pin / head: the official code whose default system message and edge cases apply."""
     system_message: str | None = None
     """Replaces the template's default system prompt in training (and is stored in the saved
     config so ``tools.chat`` prompts the same way)."""

@@ -41,8 +41,11 @@ def build_model(a: TrainArgs):
         )
     tokenizer = load_tokenizer(model.tokenizer_dir, model_max_length=a.max_seq_length)
     attach_tokenizer(model, tokenizer)
-    if a.system_message is not None:
-        model.config.extra["system_message"] = a.system_message
+    if a.system_message is not None or a.internvl_revision != "head":
+        from internvl_chat.data import DataConfig
+
+        cfg = DataConfig.from_any(dataclasses.asdict(a))
+        model.config.extra["system_message"] = cfg.effective_system_message
     model.vision_model.set_drop_path_rate(a.drop_path_rate)
     trainable = configure_trainable(
         model,

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from internvl_chat.prompts import system_message
 from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
@@ -134,6 +135,11 @@ class InternVLEngine:
             )
         if self.official and spec.model.make_tiny:
             out.append(Problem("model", "the official engine needs a real checkpoint (model.path)"))
+        if not self.official:
+            try:
+                system_message(spec.model.template, spec.model.internvl_revision)
+            except ValueError as e:
+                out.append(Problem("model.template", str(e)))
         if d.packed and self.official and spec.model.internvl_revision == "pin":
             out.append(
                 Problem(
@@ -142,6 +148,18 @@ class InternVLEngine:
                 )
             )
         return out
+
+    @staticmethod
+    def system_message(spec: JobSpec) -> str | None:
+        """The system prompt our trainer uses: model.system_message, else the template's
+        default at model.internvl_revision (None when that template does not exist there)."""
+        m = spec.model
+        if m.system_message is not None:
+            return m.system_message
+        try:
+            return system_message(m.template, m.internvl_revision)
+        except ValueError:
+            return None
 
     def meta_path(self, spec: JobSpec, run: RunDir) -> str:
         if spec.data.generate:
@@ -211,6 +229,9 @@ class InternVLEngine:
             "metrics_file": str(run.metrics_jsonl),
             "eval_meta_path": self.eval_meta_path(spec, run),
             "max_bad_sample_ratio": d.max_bad_sample_ratio,
+            # ours only (the official script takes its prompt from its own checkout)
+            "internvl_revision": m.internvl_revision,
+            "system_message": self.system_message(spec),
         }
         args.update(spec.engine_args)
         if self.official:
