@@ -21,6 +21,8 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     from launcher import memory
     from launcher.flops import dims_from_config, trainable_from_config
 
+    if spec.parallelism.model_parallel_size > 1 or spec.model.engine == "mindspeed":
+        return None  # ZeRO model states; pipeline/tensor sharding is not modelled (docs/MEMORY.md)
     model = dataclasses.asdict(spec.model)
     try:
         dims = dims_from_config(model)
@@ -100,6 +102,24 @@ def _check_hw(spec: JobSpec) -> list[Problem]:
                     f"devices (write e.g. gpu:{hw.devices_per_node})",
                 )
             )
+    timeout = hw.env.get("HCCL_CONNECT_TIMEOUT")
+    if timeout is not None and not (str(timeout).isdigit() and 120 <= int(timeout) <= 7200):
+        out.append(
+            Problem(
+                "hw.env.HCCL_CONNECT_TIMEOUT",
+                f"{timeout!r} is outside HCCL's range of 120..7200 seconds (e.g. 1200)",
+            )
+        )
+    visible = hw.env.get("ASCEND_RT_VISIBLE_DEVICES")
+    if visible is not None and len(str(visible).split(",")) != hw.devices_per_node:
+        out.append(
+            Problem(
+                "hw.env.ASCEND_RT_VISIBLE_DEVICES",
+                f"'{visible}' lists {len(str(visible).split(','))} NPU(s) but "
+                f"hw.devices_per_node={hw.devices_per_node} (e.g. "
+                f"{','.join(map(str, range(hw.devices_per_node)))})",
+            )
+        )
     if hw.accelerator == "cpu" and hw.precision != "fp32":
         out.append(Problem("hw.precision", "CPUs train in fp32 here (bf16 matmul is ~100x slower)"))
     if hw.accelerator == "cpu" and hw.dist_backend != "gloo":
@@ -119,6 +139,43 @@ def _check_parallelism(spec: JobSpec) -> list[Problem]:
         )
     if par.offload_param and par.zero_stage != 3:
         out.append(Problem("parallelism.offload_param", "parameter offload needs zero_stage 3"))
+    for key in ("tp", "pp", "cp"):
+        if getattr(par, key) < 1:
+            out.append(Problem(f"parallelism.{key}", f"must be >= 1, got {getattr(par, key)}"))
+    if par.vpp is not None and (par.vpp < 1 or par.pp < 2):
+        out.append(
+            Problem(
+                "parallelism.vpp",
+                f"{par.vpp}: virtual pipeline stages need vpp >= 1 and parallelism.pp >= 2 "
+                "(e.g. parallelism.pp=4 parallelism.vpp=3), or vpp=null",
+            )
+        )
+    mp = par.model_parallel_size
+    if mp >= 1 and spec.world_size % mp:
+        out.append(
+            Problem(
+                "parallelism",
+                f"world size {spec.world_size} is not a multiple of tp x pp x cp = "
+                f"{par.tp} x {par.pp} x {par.cp} = {mp}; change nodes, parallelism.tp/pp/cp",
+            )
+        )
+    megatron_keys = mp > 1 or par.vpp is not None or par.llm_pp_layers or par.vit_pp_layers
+    if spec.model.engine == "mindspeed" and par.zero_stage != 0:
+        out.append(
+            Problem(
+                "parallelism",
+                f"{par.name} (ZeRO stage {par.zero_stage}) is DeepSpeed; engine mindspeed shards "
+                "with Megatron (tp/pp/cp and its distributed optimizer): use parallelism=megatron",
+            )
+        )
+    elif spec.model.engine != "mindspeed" and megatron_keys:
+        out.append(
+            Problem(
+                "parallelism",
+                f"tp/pp/vpp/cp and pipeline splits are for model.engine=mindspeed; "
+                f"engine {spec.model.engine} uses DeepSpeed ZeRO (parallelism=zero1/zero2/zero3)",
+            )
+        )
     if par.zero_stage == 0 and spec.model.engine in ("internvl_official", "xtuner"):
         out.append(
             Problem(
@@ -227,6 +284,8 @@ def _missing_paths(spec: JobSpec) -> list[Problem]:
     if m.make_tiny:
         model_paths = []
     model_paths += [("model.internvl_root", m.internvl_root)]
+    if m.engine == "mindspeed":
+        model_paths += [("model.mindspeed_root", m.mindspeed_root)]
     data_paths = (
         []
         if d.generate

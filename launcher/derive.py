@@ -21,10 +21,21 @@ class Derived:
     per_device_batch_size: int
     gradient_accumulation_steps: int
     global_batch_size: int
+    model_parallel_size: int = 1
+    """tp x pp x cp (Megatron-style engines); the batch counts data-parallel ranks only."""
+
+    @property
+    def data_parallel_size(self) -> int:
+        return self.world_size // self.model_parallel_size
 
     def summary(self) -> str:
+        dp = (
+            f" = data parallel {self.data_parallel_size} x model parallel {self.model_parallel_size}"
+            if self.model_parallel_size > 1
+            else ""
+        )
         return (
-            f"world size {self.world_size} ({self.nodes} node(s) x {self.gpus_per_node}), "
+            f"world size {self.world_size} ({self.nodes} node(s) x {self.gpus_per_node}){dp}, "
             f"per-device batch {self.per_device_batch_size}, "
             f"accumulation {self.gradient_accumulation_steps}, "
             f"global batch {self.global_batch_size}"
@@ -36,8 +47,10 @@ def resolve_batch(spec: JobSpec) -> tuple[tuple[int, int, int] | None, list[Prob
 
     With fewer than two given on the command line, the model's defaults fill in:
     first its per_device_batch_size, then its global_batch_size, else accumulation 1.
+    With tensor/pipeline/context parallelism only the data-parallel ranks count (the "world
+    size" below is then world / (tp x pp x cp)).
     """
-    world = spec.world_size
+    world = spec.data_parallel_size
     pdb, ga, gbs = (
         spec.per_device_batch_size,
         spec.gradient_accumulation_steps,
@@ -103,6 +116,7 @@ def derive(spec: JobSpec) -> tuple[Derived | None, list[Problem]]:
     if batch is None or spec.nodes < 1:
         return None, problems
     pdb, ga, gbs = batch
+    mp = spec.parallelism.model_parallel_size
     derived = Derived(
         nodes=spec.nodes,
         gpus_per_node=spec.hw.devices_per_node,
@@ -110,5 +124,6 @@ def derive(spec: JobSpec) -> tuple[Derived | None, list[Problem]]:
         per_device_batch_size=pdb,
         gradient_accumulation_steps=ga,
         global_batch_size=gbs,
+        model_parallel_size=mp if mp >= 1 and spec.world_size % mp == 0 else 1,
     )
     return derived, problems

@@ -221,6 +221,8 @@ def plan_record(spec: JobSpec, plan: Plan) -> dict[str, Any]:
         "slurm": plan.slurm,
         "warnings": list(plan.warnings),
     }
+    if spec.model.engine == "mindspeed":
+        record["megatron"] = get_engine("mindspeed").plan_record(spec, d)
     if spec.cluster.kind == "wrapper":
         record["wrapper_argv"] = wrapper_argv(spec, RunDir(plan.run_dir))
     return record

@@ -71,9 +71,28 @@ class Dims:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MindSpeedModel:
+    """Facts MindSpeed-MM's model.json and command line need beyond `dims` (engine=mindspeed)."""
+
+    img_context_token_id: int = 92546
+    vocab_size: int = 92553
+    """text_decoder.vocab_size in model.json (the embedding rows)."""
+    cli_vocab_size: int | None = None
+    """--vocab-size on the command line; null: vocab_size (76B: 128258 vs 128265)."""
+    rotary_base: int = 1000000
+    max_position_embeddings: int = 4096
+    vit_kind: Literal["internvit_300m", "internvit_6b"] = "internvit_300m"
+    """Which InternViT block layout image_encoder.vision_encoder describes."""
+    pad_id: int = 2
+    """collate_param.pad_id in data.json (the tokenizer's pad token)."""
+    template: str | None = None
+    """data.json template_name; null: model.template."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
     name: str
-    engine: Literal["internvl_chat", "internvl_official", "xtuner"]
+    engine: Literal["internvl_chat", "internvl_official", "xtuner", "mindspeed"]
     """Which node-side program trains it."""
     arch: Literal["internvl", "llava"] = "internvl"
     path: str | None = None
@@ -121,6 +140,11 @@ class ModelSpec:
     default system message and how edge-case samples are treated."""
     system_message: str | None = None
     """None: the template's default at internvl_revision (internvl_chat/prompts.py)."""
+    mindspeed_root: str | None = None
+    """The MindSpeed-MM checkout on the nodes (engine=mindspeed): pretrain_internvl.py lives there."""
+    mindspeed_ckpt: str | None = None
+    """Weights converted by mm-convert hf_to_mm; null: `<model.path>-mm-<split>` (split in the name)."""
+    mindspeed: MindSpeedModel = field(default_factory=MindSpeedModel)
     dims: Dims = field(default_factory=Dims)
 
     @property
@@ -179,6 +203,19 @@ class ParallelismSpec:
     zero_stage: Literal[0, 1, 2, 3]
     offload_optimizer: bool = False
     offload_param: bool = False
+    tp: int = 1
+    """Megatron-style engines (mindspeed): tensor, pipeline, virtual pipeline, context parallel."""
+    pp: int = 1
+    vpp: int | None = None
+    cp: int = 1
+    llm_pp_layers: Any = None
+    """LLM layers per pipeline stage ([6,9,9,8]; with vpp, vpp lists of pp); null: computed."""
+    vit_pp_layers: Any = None
+    """ViT layers per pipeline stage ([24,0,0,0]); null: computed."""
+
+    @property
+    def model_parallel_size(self) -> int:
+        return self.tp * self.pp * self.cp
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +305,13 @@ class JobSpec:
         return self.nodes * self.hw.devices_per_node
 
     @property
+    def data_parallel_size(self) -> int:
+        """World size over tp x pp x cp (the world size itself when that does not divide:
+        the check reports it)."""
+        mp = self.parallelism.model_parallel_size
+        return self.world_size // mp if mp >= 1 and self.world_size % mp == 0 else self.world_size
+
+    @property
     def should_wait(self) -> bool:
         return self.cluster.kind == "local" if self.wait is None else self.wait
 
@@ -311,6 +355,9 @@ def _convert(value: Any, tp: Any, where: str, problems: list[Problem]) -> Any:
         return tuple(_convert(v, args[0], f"{where}[{i}]", problems) for i, v in enumerate(value))
     if tp is Any:
         return value
+    env_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str and ".env." in f".{where}" and env_number:
+        return str(value)  # `hw.env.HCCL_CONNECT_TIMEOUT=600` reaches us as an int
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer() and where.endswith("params"):

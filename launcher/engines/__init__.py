@@ -14,4 +14,8 @@ def get_engine(name: str) -> Engine:
         from launcher.engines.xtuner import XTunerEngine
 
         return XTunerEngine()
+    if name == "mindspeed":
+        from launcher.engines.mindspeed import MindSpeedEngine
+
+        return MindSpeedEngine()
     raise ValueError(f"unknown engine {name!r}")

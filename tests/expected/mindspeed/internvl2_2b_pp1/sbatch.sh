@@ -1,0 +1,21 @@
+#!/bin/bash
+
+# Parameters
+#SBATCH --gres=npu:8
+#SBATCH --job-name=vlm-internvl2_2b
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --open-mode=append
+#SBATCH --output=<TMP>/run/submitit/%j_0_log.out
+#SBATCH --signal=USR2@90
+#SBATCH --time=4320
+#SBATCH --wckey=submitit
+
+# setup
+source /usr/local/Ascend/ascend-toolkit/set_env.sh
+cd <REPO>
+export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+
+# command
+export SUBMITIT_EXECUTOR=slurm
+srun --unbuffered --output <TMP>/run/submitit/%j_%t_log.out --kill-on-bad-exit=1 '/opt/ms env/bin/python' -u -m submitit.core._submit <TMP>/run/submitit
