@@ -68,7 +68,7 @@ def _start(run: RunDir, argv: list[str], kind: str, *, foreground: bool) -> Subm
         # Output streams to this terminal; wait() collects the status.
         proc = subprocess.Popen(argv)
     else:
-        log = (run.logs_dir / "dispatch.log").open("a")
+        log = run.dispatch_log.open("a")
         proc = subprocess.Popen(
             argv,
             stdout=log,

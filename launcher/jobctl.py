@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 from launcher.dispatch import _pid_alive, squeue_state
 from launcher.rundir import RunDir
@@ -19,18 +18,7 @@ from launcher.rundir import RunDir
 
 def run_dirs(paths: list[str]) -> list[RunDir]:
     """Expand sweep dirs into their run dirs (any folder holding a plan.json)."""
-    out = []
-    for p in map(Path, paths):
-        if (p / "plan.json").exists():
-            out.append(RunDir(p))
-        else:
-            out += [RunDir(q.parent) for q in sorted(p.glob("*/plan.json"), key=_natural)]
-    return out
-
-
-def _natural(p: Path) -> tuple:
-    name = p.parent.name
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+    return [run for p in paths for run in RunDir.under(p)]
 
 
 def state(run: RunDir) -> str:

@@ -216,7 +216,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             **_metrics_tail(run),
             "provenance": {**plan.get("provenance", {}), **record["provenance"]},
         }
-        write_json_atomic(run.summary_json, summary)
+        run.write_summary(summary)
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")
     return 0 if ok else 1
 

@@ -21,7 +21,7 @@ from typing import Any
 from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
-from launcher.rundir import RunDir, write_json_atomic
+from launcher.rundir import RunDir
 from launcher.verdict import Verdict, verdict
 
 
@@ -58,10 +58,6 @@ class Overrides:
     peak_tflops: float | None = None
 
 
-def _natural(p: Path) -> tuple:
-    return (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name)
-
-
 def discover(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
     """(kind, path) per run: kind "run" for a run dir, "log" for a raw log. Raises ValueError
     naming every path that does not exist."""
@@ -70,12 +66,11 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
         raise ValueError("no such file or folder: " + ", ".join(missing))
     out: list[tuple[str, Path]] = []
     for p in map(Path, paths):
-        if (p / "plan.json").is_file():
-            out.append(("run", p))
-        elif p.is_dir() and (subs := [q.parent for q in p.glob("*/plan.json")]):
-            out += [("run", q) for q in sorted(subs, key=_natural)]
-        else:
-            out.append(("log", p))
+        runs = RunDir.under(p) if p.is_dir() else []
+        # keep the path as given (relative stays relative): report.md shows it
+        out += [("run", p if r.root == p.absolute() else p / r.root.name) for r in runs] or [
+            ("log", p)
+        ]
     return out
 
 
@@ -291,30 +286,26 @@ def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
 
 def update_summary(row: Row) -> bool:
     """Add the metrics to a run dir's summary.json; False when the run has not ended."""
-    path = row.path / "summary.json"
-    if row.metrics is None or not path.is_file():
+    if row.metrics is None:
         return False
-    import json
-
-    data = json.loads(path.read_text())
     m = row.metrics
-    data.update(
-        steps=m.steps,
-        final_loss=m.final_loss,
-        tgs=m.tgs,
-        tgs_reason=m.tgs_reason,
-        tokens_per_sec_per_device=m.tokens_per_sec_per_device,
-        mfu=m.mfu,
-        tflops_per_device=m.tflops_per_device,
-        step_time_p50=m.step_time_p50,
-        step_time_p95=m.step_time_p95,
-        peak_mem_gb=m.peak_mem_gb,
-        data_time_share=m.data_time_share,
-        verdict=row.verdict.label,
-        verdict_reason=row.verdict.reason,
+    return RunDir(row.path).update_summary(
+        dict(
+            steps=m.steps,
+            final_loss=m.final_loss,
+            tgs=m.tgs,
+            tgs_reason=m.tgs_reason,
+            tokens_per_sec_per_device=m.tokens_per_sec_per_device,
+            mfu=m.mfu,
+            tflops_per_device=m.tflops_per_device,
+            step_time_p50=m.step_time_p50,
+            step_time_p95=m.step_time_p95,
+            peak_mem_gb=m.peak_mem_gb,
+            data_time_share=m.data_time_share,
+            verdict=row.verdict.label,
+            verdict_reason=row.verdict.reason,
+        )
     )
-    write_json_atomic(path, data)
-    return True
 
 
 def report(

@@ -18,6 +18,16 @@ class RunDir:
     def __init__(self, root: str | os.PathLike[str]):
         object.__setattr__(self, "root", Path(root).absolute())
 
+    @classmethod
+    def under(cls, path: str | os.PathLike[str]) -> list[RunDir]:
+        """`path` itself if it is a run dir (it holds plan.json), else the run dirs directly
+        under it (a sweep dir), in natural order (2 before 10)."""
+        path = Path(path)
+        if cls(path).plan_json.is_file():
+            return [cls(path)]
+        found = [cls(p) for p in path.glob("*") if cls(p).plan_json.is_file()]
+        return sorted(found, key=lambda r: _natural(r.root.name))
+
     # what the plan writes
     @property
     def config_yaml(self) -> Path:
@@ -55,6 +65,11 @@ class RunDir:
     def xtuner_config(self) -> Path:
         return self.root / "xtuner_config.py"
 
+    @property
+    def xtuner_base_dir(self) -> Path:
+        """engine=xtuner: the base configs the rendered config inherits, copied as they were."""
+        return self.root / "xtuner_base"
+
     # what dispatch and the nodes write
     @property
     def job_json(self) -> Path:
@@ -74,6 +89,20 @@ class RunDir:
     def node_exit(self, node_rank: int) -> Path:
         return self.logs_dir / f"node{node_rank}.exit.json"
 
+    def node_ranks_dir(self, node_rank: int) -> Path:
+        """torchrun's per-rank stdout/stderr files of one node (--log-dir)."""
+        return self.logs_dir / f"node{node_rank}-ranks"
+
+    @property
+    def dispatch_log(self) -> Path:
+        """cluster=local in the background: the job script's own output."""
+        return self.logs_dir / "dispatch.log"
+
+    @property
+    def convert_log(self) -> Path:
+        """engine=xtuner: the checkpoint conversion's output."""
+        return self.logs_dir / "convert.log"
+
     @property
     def prepared_marker(self) -> Path:
         return self.logs_dir / "prepared"
@@ -81,6 +110,16 @@ class RunDir:
     @property
     def output_dir(self) -> Path:
         return self.root / "output"
+
+    @property
+    def xtuner_last_checkpoint(self) -> Path:
+        """engine=xtuner: the file where mmengine names the newest checkpoint."""
+        return self.output_dir / "last_checkpoint"
+
+    @property
+    def hf_dir(self) -> Path:
+        """engine=xtuner: the final checkpoint converted to a loadable folder."""
+        return self.output_dir / "hf"
 
     @property
     def metrics_jsonl(self) -> Path:
@@ -106,6 +145,24 @@ class RunDir:
 
     def summary(self) -> dict[str, Any] | None:
         return self.read_json(self.summary_json) if self.summary_json.exists() else None
+
+    def relative(self, path: Path) -> str:
+        """A run-dir path as the run-dir-relative name a plan's `files` uses."""
+        return path.relative_to(self.root).as_posix()
+
+    # summary.json: written only here. The node writes the outcome (write_summary), report
+    # adds figures (update_summary); each merges into what is there, neither removes a key.
+    def write_summary(self, outcome: dict[str, Any]) -> None:
+        """The job's outcome (status, reason, ...), written atomically, keeping other keys."""
+        write_json_atomic(self.summary_json, {**(self.summary() or {}), **outcome})
+
+    def update_summary(self, figures: dict[str, Any]) -> bool:
+        """Add figures to an ended run's summary.json; False (nothing written) before it ended."""
+        current = self.summary()
+        if current is None:
+            return False
+        write_json_atomic(self.summary_json, {**current, **figures})
+        return True
 
     def materialize(self, files: dict[str, str]) -> None:
         """Write `files` (relative name -> text) into a staging folder, then rename it into place.
@@ -137,3 +194,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def _natural(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)

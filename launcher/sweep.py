@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from launcher import compose as composing
+from launcher.rundir import RunDir
 from launcher.spec import ConfigError
 
 
@@ -53,7 +54,8 @@ def _task(cfg: DictConfig) -> int:
             print(f"[sweep]   - {r}")
         _record(sweep_dir, {**row, "run_dir": None, "status": "infeasible", "reasons": reasons})
         return 2
-    job = json.loads((out / "job.json").read_text()) if (out / "job.json").exists() else {}
+    job_json = RunDir(out).job_json
+    job = json.loads(job_json.read_text()) if job_json.exists() else {}
     _record(
         sweep_dir,
         {**row, "status": "planned" if cfg.dry_run else "submitted", "job_id": job.get("job_id")},

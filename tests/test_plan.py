@@ -63,6 +63,14 @@ CASES = {
         "parallelism=zero2",
         "max_steps=20",
     ],
+    "tiny_cpu_2node_local": [
+        "model=tiny_internvl",
+        "data=synthetic",
+        "hw=cpu",
+        "nodes=2",
+        "cluster=local",
+        "max_steps=20",
+    ],
     "internvl2_1b_zero3_offload_official": [
         "model=internvl2_1b",
         "hw=h100",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from launcher.collect import hf_trainer, jsonl, xtuner
 from launcher.collect.records import LogError, ParsedLog
+from launcher.rundir import RunDir
 
 
 def _first_json_object(path: Path) -> dict | None:
@@ -51,14 +52,15 @@ def find_log(path: str | Path) -> tuple[str, Path]:
         return kind, path
     if not path.is_dir():
         raise LogError(path, ["no such file or folder"])
-    if (path / "metrics.jsonl").is_file() and (path / "metrics.jsonl").stat().st_size:
-        return "metrics_jsonl", path / "metrics.jsonl"
+    run = RunDir(path)  # a run dir's names; a folder of raw logs just lacks them
+    if run.metrics_jsonl.is_file() and run.metrics_jsonl.stat().st_size:
+        return "metrics_jsonl", run.metrics_jsonl
     vis = sorted(
         p for p in path.rglob("vis_data/*.json") if p.name != "scalars.json" and p.is_file()
     )
     if vis:
         return "xtuner_vis", vis[-1]  # newest timestamp: the latest (resumed) run
-    texts = [path / "logs" / "node0.log"]
+    texts = [run.node_log(0)]
     texts += sorted(p for ext in ("*.log", "*.out", "*.txt") for p in path.glob(ext))
     for p in texts:
         if p.is_file() and _kind_of_file(p) == "hf_trainer":

@@ -291,7 +291,7 @@ class InternVLEngine:
             f"--master_addr={MASTER_ADDR}",
             f"--master_port={MASTER_PORT}",
             # per-rank stdout/stderr files, and every rank's lines (prefixed) in the node log
-            f"--log-dir={run.logs_dir / f'node{node_rank}-ranks'}",
+            f"--log-dir={run.node_ranks_dir(node_rank)}",
             "--tee=3",
             *self.entry(spec),
             str(run.train_args_json),

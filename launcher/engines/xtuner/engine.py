@@ -16,7 +16,6 @@ from launcher.engines import ds_config
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.engines.xtuner import finalize as finalizing
 from launcher.engines.xtuner.render import (
-    BASE_DIR,
     BASES,
     CFG_DIR,
     DEFAULT_ENV,
@@ -79,7 +78,7 @@ class XTunerEngine:
             + "\n",
         }
         for name, text in base_chain(stem).items():
-            files[f"{BASE_DIR}/{name}"] = text
+            files[run.relative(run.xtuner_base_dir / name)] = text
         return files
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:

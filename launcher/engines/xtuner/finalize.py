@@ -109,7 +109,7 @@ def evidence(run: RunDir):
     log_text = log.read_text(errors="replace") if log.exists() else ""
     path = find_vis_data(run.output_dir)
     rows = vis.parse(path).records if path else None
-    pointer = run.output_dir / "last_checkpoint"
+    pointer = run.xtuner_last_checkpoint
     last = Path(pointer.read_text().strip()) if pointer.exists() else None
     return log_text, rows, last
 
@@ -137,7 +137,7 @@ def finalize(run: RunDir) -> None:
     run.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in metrics))
     if last is None:
         return
-    out = run.output_dir / "hf"
+    out = run.hf_dir
     xtuner_bin = Path(plan["node_launch"][0]["argv"][0])
     recipe = rendered_recipe(run.xtuner_config.read_text())
     # seed 003 (InternVL): the official layout = base checkpoint + trained tensors
@@ -154,7 +154,7 @@ def finalize(run: RunDir) -> None:
     env["PATH"] = f"{xtuner_bin.parent}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     text = done.stdout + done.stderr
-    (run.logs_dir / "convert.log").write_text(text)
+    run.convert_log.write_text(text)
     verdict = judge(
         text,
         [{"step": 0}],
@@ -163,4 +163,6 @@ def finalize(run: RunDir) -> None:
         returncode=done.returncode,
     )
     if not verdict.ok:
-        raise RuntimeError(f"checkpoint conversion failed: {verdict.reason} (logs/convert.log)")
+        raise RuntimeError(
+            f"checkpoint conversion failed: {verdict.reason} ({run.relative(run.convert_log)})"
+        )
