@@ -144,7 +144,8 @@ def _shape(r: Row) -> str:
 
 COLUMNS = (
     "run", "nodes x gpus", "per-device batch", "accum", "global batch", "zero", "steps",
-    "final loss", "TGS", "tokens/s/device", "MFU", "step p50/p95 (s)", "peak mem (GB)", "verdict",
+    "final loss", "TGS", "tokens/s/device", "SPS", "TPS/device", "MFU", "step p50/p95 (s)",
+    "peak mem (GB)", "verdict",
 )  # fmt: skip
 
 
@@ -167,6 +168,8 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
             _f(m and m.final_loss, ".4f"),
             _f(m and m.tgs, ".1f"),
             _f(m and m.tokens_per_sec_per_device, ".1f"),
+            _f(m and m.sps, ".2f"),
+            _f(m and m.tps_per_device, ".1f"),
             _f(m.mfu * 100 if m and m.mfu is not None else None, ".1f")
             + ("%" if m and m.mfu else ""),
             f"{_f(m and m.step_time_p50, '.2f')} / {_f(m and m.step_time_p95, '.2f')}",
@@ -180,6 +183,8 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
         bits = [f"log: {r.kind}"]
         if m:
             bits.append(f"TGS: {m.tgs_source}" if m.tgs is not None else f"no TGS: {m.tgs_reason}")
+            if m.sps is not None:
+                bits.append(f"SPS/TPS (seed 004's definition) over {m.sps_window}")
             if m.mfu_basis:
                 bits.append(f"model FLOPs from {m.mfu_basis}")
             if m.xtuner_tflops is not None:
@@ -203,8 +208,9 @@ CSV_FIELDS = (
     "run", "log", "nodes", "gpus_per_node", "world_size", "per_device_batch", "accum",
     "global_batch", "zero_stage", "hw", "steps", "final_loss", "tgs", "tgs_steps",
     "tokens_per_sec_per_device", "image_tokens_per_sec_per_device",
-    "text_tokens_per_sec_per_device", "step_time_p50", "step_time_p95", "peak_mem_gb",
-    "tflops_per_device", "mfu", "xtuner_tflops", "data_time_share", "verdict",
+    "text_tokens_per_sec_per_device", "sps", "sps_window", "tps_per_device", "step_time_p50",
+    "step_time_p95", "peak_mem_gb", "tflops_per_device", "mfu", "xtuner_tflops",
+    "data_time_share", "verdict",
 )  # fmt: skip
 
 
@@ -296,6 +302,9 @@ def update_summary(row: Row) -> bool:
             tgs=m.tgs,
             tgs_reason=m.tgs_reason,
             tokens_per_sec_per_device=m.tokens_per_sec_per_device,
+            sps=m.sps,
+            sps_window=m.sps_window,
+            tps_per_device=m.tps_per_device,
             mfu=m.mfu,
             tflops_per_device=m.tflops_per_device,
             step_time_p50=m.step_time_p50,

@@ -66,6 +66,11 @@ class RunDir:
         return self.root / "xtuner_config.py"
 
     @property
+    def mindspeed_dir(self) -> Path:
+        """engine=mindspeed: data.json, model.json and convert.sh."""
+        return self.root / "mindspeed"
+
+    @property
     def xtuner_base_dir(self) -> Path:
         """engine=xtuner: the base configs the rendered config inherits, copied as they were."""
         return self.root / "xtuner_base"
@@ -85,6 +90,11 @@ class RunDir:
 
     def node_log(self, node_rank: int) -> Path:
         return self.logs_dir / f"node{node_rank}.log"
+
+    def node_logs(self) -> list[Path]:
+        """Every node's log that exists, by node rank."""
+        found = [p for p in self.logs_dir.glob("node*.log") if p.stem[4:].isdigit()]
+        return sorted(found, key=lambda p: int(p.stem[4:]))
 
     def node_exit(self, node_rank: int) -> Path:
         return self.logs_dir / f"node{node_rank}.exit.json"

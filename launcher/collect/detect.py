@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from launcher.collect import hf_trainer, jsonl, xtuner
+from launcher.collect import hf_trainer, jsonl, mindspeed, xtuner
 from launcher.collect.records import LogError, ParsedLog
 from launcher.rundir import RunDir
 
@@ -33,6 +33,8 @@ def _kind_of_file(path: Path) -> str | None:
         return None
     with path.open(errors="replace") as f:
         head = f.read(4_000_000)
+    if mindspeed.MARKER in head:
+        return "mindspeed"
     if "{'loss'" in head or "{'train_runtime'" in head:
         return "hf_trainer"
     return None
@@ -42,13 +44,18 @@ def find_log(path: str | Path) -> tuple[str, Path]:
     """(kind, file) for a log file, a run dir, or a folder holding one raw log.
 
     Preference in a folder: our metrics.jsonl, then XTuner vis_data/<timestamp>.json, then a
-    text log with HF-Trainer lines (logs/node0.log in a run dir, else *.log / *.out / *.txt).
+    text log with HF-Trainer or MindSpeed-MM (Megatron) iteration lines (logs/node0.log, then
+    the other nodes' logs in a run dir: Megatron prints on the last node; else *.log / *.out /
+    *.txt).
     """
     path = Path(path)
     if path.is_file():
         kind = _kind_of_file(path)
         if kind is None:
-            raise LogError(path, ["not a metrics.jsonl, HF-Trainer log or XTuner vis_data file"])
+            raise LogError(
+                path,
+                ["not a metrics.jsonl, HF-Trainer log, MindSpeed-MM log or XTuner vis_data file"],
+            )
         return kind, path
     if not path.is_dir():
         raise LogError(path, ["no such file or folder"])
@@ -60,22 +67,23 @@ def find_log(path: str | Path) -> tuple[str, Path]:
     )
     if vis:
         return "xtuner_vis", vis[-1]  # newest timestamp: the latest (resumed) run
-    texts = [run.node_log(0)]
+    # Megatron (MindSpeed-MM) prints on the last pipeline rank: the last node's log
+    texts = [run.node_log(0), *reversed(run.node_logs())]
     texts += sorted(p for ext in ("*.log", "*.out", "*.txt") for p in path.glob(ext))
     for p in texts:
-        if p.is_file() and _kind_of_file(p) == "hf_trainer":
-            return "hf_trainer", p
+        if p.is_file() and (kind := _kind_of_file(p)) in ("hf_trainer", "mindspeed"):
+            return kind, p
     raise LogError(
         path,
         [
             "no training log found (looked for metrics.jsonl, vis_data/<timestamp>.json, "
-            "logs/node0.log, *.log, *.out, *.txt with HF-Trainer lines)"
+            "logs/node*.log, *.log, *.out, *.txt with HF-Trainer or MindSpeed-MM lines)"
         ],
     )
 
 
 def detect(path: str | Path) -> str:
-    """The kind of log at `path`: metrics_jsonl | hf_trainer | xtuner_vis."""
+    """The kind of log at `path`: metrics_jsonl | hf_trainer | mindspeed | xtuner_vis."""
     return find_log(path)[0]
 
 
@@ -86,5 +94,6 @@ def load(path: str | Path) -> ParsedLog:
         "metrics_jsonl": jsonl.parse,
         "hf_trainer": hf_trainer.parse,
         "xtuner_vis": xtuner.parse,
+        "mindspeed": mindspeed.parse,
     }
     return parser[kind](file)

@@ -15,6 +15,11 @@ Definitions:
   has them (LLM + ViT + projector); else from XTuner's tokens/s (LLM only); else samples/s x
   seq_len tokens (LLM only). mfu_basis says which. XTuner's own tflops is kept apart.
 - Step time p50/p95 and the data-loading share (sum data_time / sum step_time) over the window.
+- SPS and TPS as MindSpeed-MM's scripts define them (seed 004), for any run, so an Ascend run
+  and an NVIDIA run compare on one definition: SPS = samples / time over iterations 51-150
+  (their `head -n 150 | tail -n 100` of the per-iteration lines; GBS x 1000 / mean elapsed ms),
+  TPS per device = SPS x mean LLM tokens per sample / #devices (its README's per-card figure).
+  A shorter run uses the steps after warm-up instead and says so in sps_window.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class Metrics:
     data_time_share: float | None
     train_hours: float | None
     notes: list[str] = field(default_factory=list)
+    sps: float | None = None
+    sps_window: str | None = None
+    tps_per_device: float | None = None
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -61,6 +69,47 @@ def _percentile(values: Sequence[float], q: float) -> float:
 def _weighted_mean(pairs: list[tuple[float, float]]) -> float | None:
     total = sum(w for _, w in pairs)
     return sum(v * w for v, w in pairs) / total if total else None
+
+
+SPS_WINDOW = (51, 150)
+
+
+def seed_sps(
+    records: Sequence[dict[str, Any]],
+    *,
+    gpus: int | None,
+    global_batch_size: int | None,
+    warmup_steps: int = 5,
+) -> tuple[float | None, str | None, float | None]:
+    """(SPS, which iterations it covers, TPS per device); see the module docstring."""
+    first, last = SPS_WINDOW
+    timed = [r for r in records if r.get("step_time")]
+    window = [r for r in timed if first <= r["step"] <= last]
+    label = f"iterations {first}-{last}"
+    if len(window) < last - first + 1:
+        window = [r for r in timed if r["step"] > warmup_steps]
+        label = (
+            f"steps {warmup_steps + 1}-{window[-1]['step']} (fewer than {last})" if window else None
+        )
+    if not window:
+        return None, None, None
+
+    def samples(r: dict[str, Any]) -> float | None:
+        if "samples" in r:
+            return r["samples"]
+        if "samples_per_sec" in r:
+            return r["samples_per_sec"] * r["step_time"]
+        return global_batch_size
+
+    counted = [(s, r) for r in window if (s := samples(r)) is not None]
+    if len(counted) < len(window):
+        return None, None, None
+    sps = sum(s for s, _ in counted) / sum(r["step_time"] for r in window)
+    per_sample = [r["tokens"] / s for s, r in counted if "tokens" in r and s]
+    tps = None
+    if per_sample and len(per_sample) == len(counted) and gpus:
+        tps = sps * (sum(per_sample) / len(per_sample)) / gpus
+    return sps, label, tps
 
 
 def compute(
@@ -197,6 +246,9 @@ def compute(
     elif times:
         hours = sum(r["step_time"] * w for r, w in weighted if r.get("step_time")) / 3600
 
+    sps, sps_window, tps = seed_sps(
+        recs, gpus=gpus, global_batch_size=global_batch_size, warmup_steps=warmup_steps
+    )
     return Metrics(
         steps=steps,
         final_loss=losses[-1] if losses else None,
@@ -217,4 +269,7 @@ def compute(
         data_time_share=data_share,
         train_hours=hours,
         notes=notes,
+        sps=sps,
+        sps_window=sps_window,
+        tps_per_device=tps,
     )

@@ -12,7 +12,8 @@ The line, as Megatron's `training_log` prints it on the last pipeline rank with
 on a line of its own belongs to the iteration line before it. A later line for the same
 iteration (a resumed run) replaces the earlier one. Records: step, loss, lr, step_time (s),
 samples (= global batch size), samples_per_sec, grad_norm, tokens (= samples x tokens per
-sample: LLM tokens in the step), skipped.
+sample: LLM tokens in the step), skipped, and peak_mem_gb from Megatron's
+`(after N iterations) memory (MB) | ... max allocated: X` report (the largest rank's).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from launcher.collect.detect import LogError, ParsedLog
+from launcher.collect.records import LogError, ParsedLog
 
 MARKER = "elapsed time per iteration (ms)"
 _PREFIX = re.compile(r"^\s*\[default\d+\]:")
 _ITER = re.compile(r"\biteration\s+(\d+)\s*/\s*(\d+)\s*\|(.*)$")
 _TPS_ALONE = re.compile(r"tokens per sample:\s*([-+\w.]+)")
+_MEM = re.compile(r"\(after \d+ iterations\) memory \(MB\).*?\bmax allocated:\s*([\d.]+)")
 
 
 def _num(text: str) -> float | None:
@@ -43,6 +45,11 @@ def parse_text(text: str, path: Path | None = None) -> ParsedLog:
     for no, raw in enumerate(text.splitlines(), 1):
         line = _PREFIX.sub("", raw)
         m = _ITER.search(line)
+        mem = _MEM.search(line) if m is None else None
+        if mem and last is not None:
+            gb = float(mem.group(1)) / 1024
+            last["peak_mem_gb"] = max(gb, last.get("peak_mem_gb", 0.0))
+            continue
         if m is None:
             tps = _TPS_ALONE.search(line)
             if tps and last is not None and "samples" in last:

@@ -28,7 +28,6 @@ from launcher.engines.mindspeed.split import Split
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
 
-FILES_DIR = "mindspeed"
 ENTRY = "pretrain_internvl.py"
 OTHER_NODES_WAIT_S = 300
 
@@ -129,11 +128,12 @@ class MindSpeedEngine:
 
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
         split = _split(spec)
-        return {
-            f"{FILES_DIR}/data.json": _dump(render.data_json(spec)),
-            f"{FILES_DIR}/model.json": _dump(render.model_json(spec, split)),
-            f"{FILES_DIR}/convert.sh": render.convert_sh(spec, split, run),
+        files = {
+            run.mindspeed_dir / "data.json": _dump(render.data_json(spec)),
+            run.mindspeed_dir / "model.json": _dump(render.model_json(spec, split)),
+            run.mindspeed_dir / "convert.sh": render.convert_sh(spec, split, run),
         }
+        return {run.relative(path): text for path, text in files.items()}
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
         split = _split(spec)
@@ -148,7 +148,7 @@ class MindSpeedEngine:
             )
             steps.append(PrepareStep(argv=argv, creates=str(spec.data.dir)))
         target = render.mm_dir(spec, split)
-        convert = ("bash", str(run.root / FILES_DIR / "convert.sh"), "hf_to_mm")
+        convert = ("bash", str(run.mindspeed_dir / "convert.sh"), "hf_to_mm")
         # the stamp is written last: a conversion cut short is run again
         steps.append(PrepareStep(argv=convert, creates=f"{target}/{render.SPLIT_STAMP}"))
         stamp = json.dumps(render.split_record(spec, split), separators=(",", ":"))
@@ -174,7 +174,7 @@ class MindSpeedEngine:
             f"--nproc_per_node={derived.gpus_per_node}",
             f"--master_addr={MASTER_ADDR}",
             f"--master_port={MASTER_PORT}",
-            f"--log-dir={run.logs_dir / f'node{node_rank}-ranks'}",
+            f"--log-dir={run.node_ranks_dir(node_rank)}",
             "--tee=3",
             str(root / ENTRY),
             *render.pretrain_args(spec, derived, run, split),

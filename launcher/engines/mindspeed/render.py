@@ -419,7 +419,7 @@ def pretrain_args(spec: JobSpec, derived: Derived, run: RunDir, split: splits.Sp
     m, par = spec.model, spec.parallelism
     ms = m.mindspeed
     root = Path(m.mindspeed_root)
-    files = run.root / "mindspeed"
+    files = run.mindspeed_dir
     args = [
         "--mm-data", str(files / "data.json"),
         "--mm-model", str(files / "model.json"),
