@@ -1,4 +1,4 @@
-"""Tiny local tokenizers in the InternLM2 / Qwen2 on-disk layouts, and one loader for both.
+"""Tiny local tokenizers in the InternLM2 / Qwen2 / Phi-3 on-disk layouts, and one loader.
 
 `python -c "from internvl_chat.tokenizer import save_tiny_tokenizer; save_tiny_tokenizer('OUT', 'qwen2')"`
 
@@ -10,6 +10,11 @@ English corpus (no network) and writes the files a real checkpoint of that famil
   EOS ``</s>`` = 2, ``add_bos_token`` true, chat tokens ``<|im_start|>`` / ``<|im_end|>``.
 - ``qwen2``: byte-level BPE ``tokenizer.json`` + ``tokenizer_config.json``; no BOS;
   ``<|endoftext|>`` / ``<|im_start|>`` / ``<|im_end|>``.
+- ``phi3``: Llama-style sentencepiece (dummy "▁" prefix, byte fallback) as a tokenizers
+  ``tokenizer.json`` with ``tokenizer_class`` LlamaTokenizer, as Phi-3-mini ships; BOS ``<s>``
+  = 1 added, EOS and pad ``<|endoftext|>``; the chat tokens ``<|system|>`` / ``<|user|>`` /
+  ``<|assistant|>`` / ``<|end|>`` are added tokens that swallow the whitespace after them
+  (``rstrip``), as in Phi-3's tokenizer.json.
 
 Both already contain InternVL's nine special tokens, so adding them is a no-op
 (``num_new_tokens == 0``, as with released checkpoints).
@@ -43,7 +48,8 @@ IMG_START, IMG_END, IMG_CONTEXT = INTERNVL_SPECIAL_TOKENS[:3]
 
 INTERNLM2_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
 QWEN2_CHAT_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-FAMILIES = ("internlm2", "qwen2")
+PHI3_CHAT_TOKENS = ("<|assistant|>", "<|end|>", "<|system|>", "<|user|>")
+FAMILIES = ("internlm2", "qwen2", "phi3")
 # Tokenizer classes that only exist as remote code; we load their files natively instead.
 _REMOTE_SPM_CLASSES = {"InternLM2Tokenizer", "InternLM2TokenizerFast"}
 
@@ -90,6 +96,8 @@ def save_tiny_tokenizer(out_dir: str | os.PathLike, family: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if family == "internlm2":
         _save_internlm2(out)
+    elif family == "phi3":
+        _save_phi3(out)
     else:
         _save_qwen2(out)
     return out
@@ -165,6 +173,57 @@ def _save_internlm2(out: Path) -> None:
     )
 
 
+def _save_phi3(out: Path) -> None:
+    import io
+
+    import sentencepiece as spm
+    from tokenizers import AddedToken
+    from transformers import LlamaTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus()),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=600,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,  # Llama-2 / Phi-3 vocabularies prefix "▁"
+        split_digits=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.model").write_bytes(model.getvalue())
+        names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+        _write_json(
+            Path(tmp) / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", **names}
+        )
+        tok = LlamaTokenizer.from_pretrained(
+            tmp, add_bos_token=True, add_eos_token=False, legacy=False, add_prefix_space=True
+        )
+    # Phi-3 appends its chat tokens after the sentencepiece vocabulary (ids 32000+ there).
+    tok.add_tokens([AddedToken("<|endoftext|>", normalized=False, special=True)])
+    tok.add_tokens(
+        [AddedToken(t, rstrip=True, normalized=False, special=True) for t in PHI3_CHAT_TOKENS]
+    )
+    tok.add_tokens([AddedToken(t, normalized=False, special=True) for t in INTERNVL_SPECIAL_TOKENS])
+    tok.eos_token = tok.pad_token = "<|endoftext|>"
+    tok.model_max_length = 4096
+    tok.save_pretrained(str(out))
+    # as Phi-3-mini's tokenizer_config.json (loaders re-render the post-processor from these)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg.update({"add_bos_token": True, "add_eos_token": False, "legacy": False})
+    _write_json(cfg_path, cfg)
+
+
 def _save_qwen2(out: Path) -> None:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -228,6 +287,10 @@ def load_tokenizer(path: str | os.PathLike, **kwargs):
     cfg_file = path / "tokenizer_config.json"
     cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
     kwargs.setdefault("add_eos_token", False)
+    if (
+        "add_bos_token" in cfg
+    ):  # transformers 5 drops it from the config once add_eos_token is passed
+        kwargs.setdefault("add_bos_token", cfg["add_bos_token"])
     if (path / "tokenizer.json").exists() and cfg.get("tokenizer_class") not in _REMOTE_SPM_CLASSES:
         tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
     elif (path / "tokenizer.model").exists():

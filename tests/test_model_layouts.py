@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     return {
         (llm, layout): make_tiny(root / f"{llm}-{layout}", layout, llm, seed=0)
-        for llm in ("internlm2", "qwen2")
+        for llm in ("internlm2", "qwen2", "phi3")
         for layout in LAYOUTS
     }
 
@@ -101,7 +101,7 @@ def test_internlm2_wqkv_split_matches_grouped_layout_and_round_trips(bias):
         assert torch.equal(back[k], sd[k]), k
 
 
-@pytest.mark.parametrize("llm", ["internlm2", "qwen2"])
+@pytest.mark.parametrize("llm", ["internlm2", "qwen2", "phi3"])
 def test_same_logits_from_every_layout(tiny, llm):
     models = {layout: _load(tiny[(llm, layout)]) for layout in LAYOUTS}
     for layout, m in models.items():

@@ -68,3 +68,22 @@ def test_unknown_family_and_missing_files(tmp_path):
         save_tiny_tokenizer(tmp_path, "llama")
     with pytest.raises(FileNotFoundError, match="no tokenizer.json or tokenizer.model"):
         load_tokenizer(tmp_path)
+
+
+def test_phi3_family(tmp_path):
+    """Phi-3-mini's layout: a Llama-style tokenizer.json, BOS added, <|endoftext|> as EOS and
+    pad, chat tokens that swallow the whitespace after them (rstrip), as phi3-chat needs."""
+    out = save_tiny_tokenizer(tmp_path / "phi3", "phi3")
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert (out / "tokenizer.json").exists() and cfg["tokenizer_class"] == "LlamaTokenizer"
+    tok = load_tokenizer(out)
+    assert tok.bos_token == "<s>" and tok.eos_token == tok.pad_token == "<|endoftext|>"
+    enc = tok("<|user|>\n<img></img>\nWhat colour?<|end|><|assistant|>\n red<|end|>")
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert pieces[:3] == ["<s>", "<|user|>", "<img>"]  # "\n" after <|user|> is absorbed
+    assert pieces[-3:] == ["<|assistant|>", "red", "<|end|>"]
+    assert tok.convert_ids_to_tokens(tok("What colour")["input_ids"])[1] == "▁What"
+    ids = [tok.convert_tokens_to_ids(t) for t in INTERNVL_SPECIAL_TOKENS]
+    assert len(set(ids)) == 9 and tok.unk_token_id not in ids
+    again = save_tiny_tokenizer(tmp_path / "again", "phi3")
+    assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()

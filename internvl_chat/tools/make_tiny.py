@@ -1,6 +1,6 @@
 """Write a tiny random InternVL checkpoint (a few MB) in a real on-disk layout.
 
-`python -m internvl_chat.tools.make_tiny OUT --layout original|components|hf --llm internlm2|qwen2`
+`python -m internvl_chat.tools.make_tiny OUT --layout original|components|hf --llm internlm2|qwen2|phi3`
 
 Tiles are 56 px with 14 px patches: 16 patches -> 4 image tokens per tile after pixel shuffle
 (``num_image_token = (56 // 14)^2 * 0.5^2``), so a CPU step stays cheap. The tokenizer comes
@@ -52,8 +52,20 @@ def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[
             "max_window_layers": 2,
         }
         template = "Hermes-2"
+    elif llm == "phi3":
+        # Mini-InternVL-Chat-4B-V1-5 style: InternViT-300M + Phi-3-mini, phi3-chat template.
+        vision = {"qkv_bias": True, "qk_normalization": False, "norm_type": "layer_norm"}
+        llm_config = {
+            "architectures": ["Phi3ForCausalLM"],
+            "model_type": "phi3",
+            "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-5,
+            "pad_token_id": eos,
+            "original_max_position_embeddings": 2048,
+        }
+        template = "phi3-chat"
     else:
-        raise ValueError(f"--llm {llm!r}: expected internlm2 or qwen2")
+        raise ValueError(f"--llm {llm!r}: expected internlm2, qwen2 or phi3")
     vision.update(
         {
             "hidden_size": 64,
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("--layout", default="original", choices=["original", "components", "hf"])
-    p.add_argument("--llm", default="internlm2", choices=["internlm2", "qwen2"])
+    p.add_argument("--llm", default="internlm2", choices=["internlm2", "qwen2", "phi3"])
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     try:
