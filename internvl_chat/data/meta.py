@@ -142,10 +142,9 @@ def scan_sample(
     return scan_row(line, parse_line(text), entry, cfg, tokenizer)
 
 
-def scan_row(
-    line: int, row: dict, entry: MetaEntry, cfg: DataConfig, tokenizer
-) -> tuple[SampleInfo, Encoded]:
-    """Check and encode one parsed sample (see scan_sample)."""
+def conversation_of(row: dict, cfg: DataConfig) -> tuple[list[str], str | None, list]:
+    """(image paths as written, system override, turns) of one parsed sample: roles,
+    placeholders and the official edge cases checked (raises SampleError)."""
     if row.get("video"):
         raise VideoNotSupported("video samples are not supported by internvl_chat")
     image = row.get("image")
@@ -166,6 +165,25 @@ def scan_row(
         insert_image=isinstance(image, str) and bool(image),
         revision=cfg.internvl_revision,
     )
+    return images, system, turns
+
+
+def encode_conversation(
+    system: str | None, turns: list, tiles: list[int], cfg: DataConfig, tokenizer
+) -> Encoded:
+    """Render and tokenize checked turns (see conversation_of) with ``tiles`` per image."""
+    template = get_template(cfg.conv_style, cfg.internvl_revision)
+    if system is None:
+        system = cfg.effective_system_message
+    segments = render(template, system, turns)
+    return encode(segments, tokenizer, tiles, cfg.num_image_token, cfg.max_seq_length)
+
+
+def scan_row(
+    line: int, row: dict, entry: MetaEntry, cfg: DataConfig, tokenizer
+) -> tuple[SampleInfo, Encoded]:
+    """Check and encode one parsed sample (see scan_sample)."""
+    images, system, turns = conversation_of(row, cfg)
     info = SampleInfo(line, row)
     max_patch = entry.max_dynamic_patch or cfg.max_dynamic_patch
     per_image = max(1, max_patch // len(images)) if images else 1
@@ -190,10 +208,7 @@ def scan_row(
         info.sizes.append(size)
         info.grids.append(grid)
         info.tiles.append(n)
-    if system is None:
-        system = cfg.effective_system_message
-    segments = render(template, system, turns)
-    enc = encode(segments, tokenizer, info.tiles, cfg.num_image_token, cfg.max_seq_length)
+    enc = encode_conversation(system, turns, info.tiles, cfg, tokenizer)
     info.length, info.num_image_tokens, info.truncated = (
         len(enc.input_ids),
         enc.num_image_tokens,
