@@ -117,23 +117,23 @@ def _added_tokens_decoder(ids_and_tokens) -> dict:
     }
 
 
-def _save_internlm2(out: Path) -> None:
+def _train_spm(vocab_size: int, add_dummy_prefix: bool, specials: list[str]) -> bytes:
+    """A small BPE sentencepiece model of the built-in corpus (unk 0, <s> 1, </s> 2)."""
     import io
 
     import sentencepiece as spm
 
-    specials = list(INTERNLM2_CHAT_TOKENS) + list(INTERNVL_SPECIAL_TOKENS)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(_corpus()),
         model_writer=model,
         model_type="bpe",
-        vocab_size=700,
+        vocab_size=vocab_size,
         hard_vocab_limit=False,
         byte_fallback=True,  # Chinese system prompts fall back to bytes, never <unk>
         normalization_rule_name="identity",  # keep "\n" and repeated spaces as they are
         remove_extra_whitespaces=False,
-        add_dummy_prefix=False,
+        add_dummy_prefix=add_dummy_prefix,
         split_digits=True,
         user_defined_symbols=specials,
         unk_id=0,
@@ -143,8 +143,16 @@ def _save_internlm2(out: Path) -> None:
         num_threads=1,
         minloglevel=2,
     )
-    (out / "tokenizer.model").write_bytes(model.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    return model.getvalue()
+
+
+def _save_internlm2(out: Path) -> None:
+    import sentencepiece as spm
+
+    specials = list(INTERNLM2_CHAT_TOKENS) + list(INTERNVL_SPECIAL_TOKENS)
+    model = _train_spm(700, False, specials)
+    (out / "tokenizer.model").write_bytes(model)
+    sp = spm.SentencePieceProcessor(model_proto=model)
     config = {
         "tokenizer_class": "InternLM2Tokenizer",
         "auto_map": {
@@ -174,33 +182,12 @@ def _save_internlm2(out: Path) -> None:
 
 
 def _save_phi3(out: Path) -> None:
-    import io
-
-    import sentencepiece as spm
     from tokenizers import AddedToken
     from transformers import LlamaTokenizer
 
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus()),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=600,
-        hard_vocab_limit=False,
-        byte_fallback=True,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=True,  # Llama-2 / Phi-3 vocabularies prefix "▁"
-        split_digits=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
+    model = _train_spm(600, True, [])  # Llama-2 / Phi-3 vocabularies prefix "▁"
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "tokenizer.model").write_bytes(model.getvalue())
+        (Path(tmp) / "tokenizer.model").write_bytes(model)
         names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
         _write_json(
             Path(tmp) / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", **names}

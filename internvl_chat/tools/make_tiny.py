@@ -17,6 +17,8 @@ from pathlib import Path
 
 IMAGE_SIZE = 56
 PATCH = 14
+# InternViT-300M style: LayerNorm, no qk-normalisation, qkv bias.
+VIT_300M = {"qkv_bias": True, "qk_normalization": False, "norm_type": "layer_norm"}
 
 
 def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[dict, dict, dict]:
@@ -41,8 +43,7 @@ def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[
         }
         template = "internlm2-chat"
     elif llm == "qwen2":
-        # InternViT-300M style: LayerNorm, no qk-normalisation, qkv bias.
-        vision = {"qkv_bias": True, "qk_normalization": False, "norm_type": "layer_norm"}
+        vision = dict(VIT_300M)
         llm_config = {
             "architectures": ["Qwen2ForCausalLM"],
             "model_type": "qwen2",
@@ -54,15 +55,10 @@ def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[
         template = "Hermes-2"
     elif llm == "phi3":
         # Mini-InternVL-Chat-4B-V1-5 style: InternViT-300M + Phi-3-mini, phi3-chat template.
-        vision = {"qkv_bias": True, "qk_normalization": False, "norm_type": "layer_norm"}
-        llm_config = {
-            "architectures": ["Phi3ForCausalLM"],
-            "model_type": "phi3",
-            "rope_theta": 10000.0,
-            "rms_norm_eps": 1e-5,
-            "pad_token_id": eos,
-            "original_max_position_embeddings": 2048,
-        }
+        vision = dict(VIT_300M)
+        llm_config = {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+                      "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "pad_token_id": eos,
+                      "original_max_position_embeddings": 2048}  # fmt: skip
         template = "phi3-chat"
     else:
         raise ValueError(f"--llm {llm!r}: expected internlm2, qwen2 or phi3")
