@@ -12,7 +12,7 @@ The line, as Megatron's `training_log` prints it on the last pipeline rank with
 on a line of its own belongs to the iteration line before it. A later line for the same
 iteration (a resumed run) replaces the earlier one. Records: step, loss, lr, step_time (s),
 samples (= global batch size), samples_per_sec, grad_norm, tokens (= samples x tokens per
-sample: LLM tokens in the step), skipped, and peak_mem_gb from Megatron's
+sample: LLM tokens in the step), tokens_per_sec (whole job), skipped, and peak_mem_gb from Megatron's
 `(after N iterations) memory (MB) | ... max allocated: X` report (the largest rank's).
 """
 
@@ -98,10 +98,13 @@ def parse_text(text: str, path: Path | None = None) -> ParsedLog:
         if bad:
             problems.append(f"line {no}: unreadable " + ", ".join(bad))
             continue
-        if rec.get("step_time") and "samples" in rec:
-            rec["samples_per_sec"] = rec["samples"] / rec["step_time"]
         steps[step] = rec
         last = rec
+    for rec in steps.values():  # whole-job rates (docs/DESIGN.md metrics.jsonl)
+        if rec.get("step_time") and "samples" in rec:
+            rec["samples_per_sec"] = rec["samples"] / rec["step_time"]
+            if "tokens" in rec:
+                rec["tokens_per_sec"] = rec["tokens"] / rec["step_time"]
     where = path or Path("<text>")
     if problems:
         raise LogError(where, problems)
