@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from launcher import site
 from launcher.plan import Plan, wrapper_argv
 from launcher.rundir import RunDir, write_json_atomic
 from launcher.spec import JobSpec
@@ -43,16 +44,20 @@ def dispatch(spec: JobSpec, plan: Plan) -> Submitted:
 
 
 def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
-    import submitit
-
     from launcher.node import NodeTask
 
-    executor = submitit.SlurmExecutor(
+    executor = _executor_class()(
         folder=run.submitit_dir,
         python=shlex.quote(plan.python),
         max_num_timeout=spec.cluster.max_requeues,
     )
     executor.update_parameters(**plan.slurm)
+    if plan.slurm.get("time") is None:
+        # No --time: the partition's limit applies. submitit still wants a number to tell a
+        # time-out from a preemption when USR2 arrives: the partition's, else "never".
+        part = site.partition_info(spec.cluster.partition)
+        limit = part.time_limit_min if part is not None else None
+        executor.requeue_timeout_min = limit or 10**7
     job = executor.submit(NodeTask(str(run.root)))
     submitted = run.submitit_dir / f"{job.job_id}_submission.sh"
     if submitted.exists() and submitted.read_text() != run.sbatch_sh.read_text():
@@ -61,6 +66,33 @@ def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
             file=sys.stderr,
         )
     return Submitted("slurm", run, job_id=str(job.job_id))
+
+
+def _executor_class():
+    import submitit
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    class Executor(submitit.SlurmExecutor):
+        """SlurmExecutor that can leave --time out of the script (plan.render_sbatch's twin)."""
+
+        requeue_timeout_min: int | None = None
+
+        def _internal_process_submissions(self, delayed_submissions):
+            if self.requeue_timeout_min is None:
+                return super()._internal_process_submissions(delayed_submissions)
+            self.parameters["time"] = self.requeue_timeout_min  # read when pickling the job
+            try:
+                return super()._internal_process_submissions(delayed_submissions)
+            finally:
+                self.parameters["time"] = None
+
+        def _make_submission_file_text(self, command: str, uid: str) -> str:
+            params = dict(self.parameters)
+            if self.requeue_timeout_min is not None:
+                params["time"] = None
+            return _make_sbatch_string(command=command, folder=self.folder, **params)
+
+    return Executor
 
 
 def _start(run: RunDir, argv: list[str], kind: str, *, foreground: bool) -> Submitted:

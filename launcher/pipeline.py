@@ -8,15 +8,18 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import compose as composing
-from launcher.check import check, memory_problem
+from launcher import site
+from launcher.check import check, memory_estimate, memory_problem
 from launcher.dispatch import dispatch, wait
 from launcher.engines import get_engine
+from launcher.engines.base import PrepareStep
 from launcher.engines.internvl import meta_entries
-from launcher.plan import REPO, Plan, make_plan, node_python
+from launcher.plan import REPO, Plan, make_plan, node_python, sbatch_flags
 from launcher.rundir import RunDir
 from launcher.spec import ConfigError, JobSpec, Problem, to_spec
 
@@ -26,6 +29,8 @@ def plan_from_config(
 ) -> tuple[Plan, JobSpec]:
     """Check and plan; raise ConfigError with every problem (compose's ones included).
 
+    A dry run runs every check a real run does (the data pre-flight too, unless
+    check_data=false); what a dry run cannot require yet (paths, sbatch) is a warning.
     A memory estimate above the device's is a warning for a single run (it is an estimate)
     and a problem for sweep points (`memory_is_fatal`), which are then not submitted.
     """
@@ -36,43 +41,117 @@ def plan_from_config(
     except ConfigError as e:
         raise ConfigError(problems + e.problems) from None
     derived, found, warnings = check(spec)
+    checked = ["settings", "batch arithmetic", "hw/ZeRO/model rules"]
+    checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
     problems += found
     if derived is not None:
         problems += get_engine(spec.model.engine).check(spec, derived)
-        if (too_big := memory_problem(spec, derived)) is not None:
+        too_big = memory_problem(spec, derived)
+        est = memory_estimate(spec, derived)
+        if est is not None:
+            fits = "fits" if too_big is None else "does NOT fit"
+            checked.append(f"memory ({est.total_gb:.1f} GiB/device, {fits} {spec.hw.memory_gb:g})")
+        if too_big is not None:
             if memory_is_fatal:
                 problems.append(too_big)
             else:
                 warnings.append(f"{too_big} (an estimate: submitting anyway)")
+    missing = sum(w.endswith("(dry run: not required now)") for w in warnings)
+    checked.append(f"paths ({missing} missing here)" if missing else "paths")
+    checked.append("run dir")
+    probed = site.probe(spec)
+    problems += probed.problems
+    warnings += probed.warnings
+    checked += probed.checked
+    preflight = DataPreflight(note="data: not checked (fix the problems above first)")
     if not problems:
-        problems += validate_data(spec)
+        preflight = data_preflight(spec)
+        problems += preflight.problems
     if problems:
         raise ConfigError(problems)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(data))
-    return make_plan(spec, derived, config_yaml, warnings, provenance(config_yaml)), spec
+    notes = (*probed.lines, preflight.note, "checked: " + ", ".join(checked))
+    plan = make_plan(
+        spec,
+        derived,
+        config_yaml,
+        warnings,
+        provenance(config_yaml),
+        notes=notes,
+        data_steps=preflight.job_steps,
+    )
+    return plan, spec
 
 
-def validate_data(spec: JobSpec) -> list[Problem]:
-    """Pre-flight: run internvl_chat.tools.validate_data on the real data before submitting.
+@dataclass(frozen=True, slots=True)
+class DataPreflight:
+    """The data pre-flight's result: problems found here, or steps node 0 runs first."""
 
-    It runs with the nodes' Python (it needs a tokenizer), as a subprocess so this side
-    stays free of training imports. Skipped for dry runs, generated data and validate_data=false.
+    note: str
+    problems: tuple[Problem, ...] = ()
+    job_steps: tuple[PrepareStep, ...] = ()
+
+
+def data_preflight(spec: JobSpec) -> DataPreflight:
+    """Run internvl_chat.tools.validate_data on the data before anything is submitted.
+
+    It needs a tokenizer, so it runs in the nodes' environment: here, as a subprocess with
+    the nodes' interpreter when this machine has it (the launcher never imports training
+    code), else as the job's first step on node 0 (the login side needs no torch).
     """
     m, d = spec.model, spec.data
-    if spec.dry_run or not spec.validate_data or d.generate or m.engine == "xtuner":
-        return []
+    if not spec.data_checked:
+        return DataPreflight("data: not checked (check_data=false)")
+    if d.generate:
+        return DataPreflight(f"data: {d.generate}, generated on node 0 (nothing to check)")
+    if m.engine == "xtuner":
+        return DataPreflight("data: not checked (engine xtuner reads it itself)")
     metas = [p for p in (d.meta_file, d.eval_meta_file) if p]
+    entries = meta_entries(spec) if d.datasets and not d.meta_file else {}
+    tokenizer = str(m.path or m.llm_path)
+    seen = meta_entries(spec) or {}  # the user's meta file's entries too, resolved
+    paths = [e.get(k) for e in seen.values() if isinstance(e, dict) for k in ("root", "annotation")]
+    paths += metas + ([] if m.make_tiny else [tokenizer])
+    absent = [p for p in paths if isinstance(p, str) and not os.path.exists(p)]
+    if absent:
+        # a dry run on another machine: check() already warned about the paths it knows
+        return DataPreflight(f"data: not checked ({len(absent)} path(s) not on this machine)")
+    python = node_python(spec)
+    build = site.torch_build(python)
+    if m.make_tiny or build is None or build.version is None:
+        return _preflight_on_node0(spec, metas, entries, tokenizer, python)
     inline_meta = None
-    if d.datasets:
+    if entries:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as tmp:
-            json.dump(meta_entries(spec), tmp)
+            json.dump(entries, tmp)
         metas.append(tmp.name)
         inline_meta = tmp.name
     try:
-        return _run_validate(spec, metas, str(m.path or m.llm_path))
+        problems = _run_validate(spec, metas, tokenizer)
     finally:
         if inline_meta:
             os.unlink(inline_meta)
+    where = f"with {python}"
+    if problems:
+        return DataPreflight(f"data: {len(problems)} problem(s) ({where})", tuple(problems))
+    return DataPreflight(f"data: {len(metas)} meta file(s) OK ({where})")
+
+
+def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPreflight:
+    run = RunDir(spec.run_dir)
+    metas = [*metas, str(run.meta_json)] if entries else metas
+    steps = tuple(
+        PrepareStep(
+            argv=(
+                python, "-m", "internvl_chat.tools.validate_data", meta,
+                "--model", tokenizer, f"--ok-file={run.logs_dir / f'data-ok-{i}'}",
+            ),
+            creates=str(run.logs_dir / f"data-ok-{i}"),
+        )
+        for i, meta in enumerate(metas)
+    )  # fmt: skip
+    why = "the model is built on node 0" if spec.model.make_tiny else f"{python} is not usable here"
+    return DataPreflight(f"data: checked by node 0 before training ({why})", job_steps=steps)
 
 
 def _run_validate(spec: JobSpec, metas: list[str], tokenizer_dir: str) -> list[Problem]:
@@ -123,6 +202,10 @@ def run(
     print(
         f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
     )
+    if plan.slurm is not None:
+        print(f"[launch] slurm: {sbatch_flags(plan.slurm)}")
+    for note in plan.notes:
+        print(f"[launch] {note}")
     for w in plan.warnings:
         print(f"[launch] warning: {w}")
     run_dir = RunDir(plan.run_dir)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher import site
 from launcher.check import memory_estimate
 from launcher.derive import Derived
 from launcher.engines import get_engine
@@ -42,13 +42,16 @@ class Plan:
     slurm: dict[str, Any] | None
     python: str
     warnings: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    """Summary lines besides the batch numbers: what was asked of Slurm, checked, exported."""
 
     def summary(self) -> str:
         return self.derived.summary()
 
 
 def node_python(spec: JobSpec) -> str:
-    return spec.cluster.python or sys.executable
+    """The nodes' interpreter (launcher.site.node_python says how it is chosen)."""
+    return site.node_python(spec)[0]
 
 
 def _env_setup_lines(spec: JobSpec) -> list[str]:
@@ -63,11 +66,14 @@ def _env_setup_lines(spec: JobSpec) -> list[str]:
 def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
     """submitit SlurmExecutor parameters: one task per node, each running launcher.node."""
     c, hw = spec.cluster, spec.hw
+    req = site.slurm_request(spec)
     params: dict[str, Any] = {
         "job_name": f"vlm-{spec.model.name}",
         "nodes": spec.nodes,
         "ntasks_per_node": 1,
-        "time": c.time_min,
+        # None leaves the flag out: no --time is the partition's limit, no --wckey none
+        "time": req.time_min,
+        "wckey": req.wckey,
         "signal_delay_s": 90,
         "stderr_to_stdout": True,
         "setup": _env_setup_lines(spec),
@@ -80,13 +86,32 @@ def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
         "exclude": c.exclude,
         "constraint": c.constraint,
         "gres": hw.gres,
-        "cpus_per_task": hw.cpus_per_node,
-        "mem": f"{c.mem_gb:g}GB" if c.mem_gb else None,
+        "cpus_per_task": req.cpus_per_task,
+        "mem": req.mem,
+        "mem_per_gpu": req.mem_per_gpu,
+        "exclusive": True if req.exclusive else None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     if c.sbatch_extra:
         params["additional_parameters"] = dict(c.sbatch_extra)
     return params
+
+
+def sbatch_flags(params: dict[str, Any]) -> str:
+    """What the allocation asks for, as the sbatch flags a person would type."""
+    names = ("nodes", "partition", "account", "qos", "gres", "cpus_per_task", "mem",
+             "mem_per_gpu", "exclusive", "time", "wckey", "constraint", "exclude")  # fmt: skip
+    flags = []
+    for name in names:
+        value = params.get(name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags.append(flag if value is True else f"{flag}={value}")
+    flags += [f"--{k}={v}" for k, v in sorted((params.get("additional_parameters") or {}).items())]
+    if params.get("time") is None:
+        flags.append("(no --time: the partition's limit)")
+    return " ".join(flags)
 
 
 def render_sbatch(spec: JobSpec, run: RunDir, python: str) -> str:
@@ -111,7 +136,7 @@ def render_job_sh(spec: JobSpec, run: RunDir, python: str) -> str:
         srun += [f"--partition={c.partition}"] if c.partition else []
         srun += [f"--gres={hw.gres}"] if hw.gres else []
         srun += [f"--cpus-per-task={hw.cpus_per_node}"] if hw.cpus_per_node else []
-        srun += [f"--{k.replace('_', '-')}={v}" for k, v in sorted(c.sbatch_extra.items())]
+        srun += [f"--{k.replace('_', '-')}={v}" for k, v in sorted((c.sbatch_extra or {}).items())]
         lines.append("exec " + quote([*srun, *node, "--slurm"]))
     else:
         port = [python, "-m", "launcher.node", "--free-port"]
@@ -138,13 +163,16 @@ def make_plan(
     config_yaml: str,
     warnings: list[str],
     provenance: dict[str, Any] | None = None,
+    notes: tuple[str, ...] = (),
+    data_steps: tuple[PrepareStep, ...] = (),
 ) -> Plan:
     run = RunDir(spec.run_dir)
     engine = get_engine(spec.model.engine)
     python = node_python(spec)
     files = {"config.yaml": config_yaml, **engine.files(spec, derived, run)}
     nodes = tuple(engine.node_launch(spec, derived, run, r, python) for r in range(spec.nodes))
-    prepare = tuple(engine.prepare(spec, run, python))
+    # the data pre-flight, when it runs on node 0, comes after the steps that build the model
+    prepare = (*engine.prepare(spec, run, python), *data_steps)
     slurm = None
     if spec.cluster.kind == "slurm":
         slurm = slurm_parameters(spec, run)
@@ -162,6 +190,7 @@ def make_plan(
         slurm=slurm,
         python=python,
         warnings=tuple(warnings),
+        notes=notes,
     )
     record = plan_record(spec, plan)
     est = memory_estimate(spec, derived)
@@ -214,11 +243,20 @@ def plan_record(spec: JobSpec, plan: Plan) -> dict[str, Any]:
         "use_backbone_lora": m.use_backbone_lora,
         "benchmark": spec.benchmark.name,
         "python": plan.python,
+        "python_source": site.node_python(spec)[1],
+        "network": {k: v for k, v in spec.hw.network.items() if v is not None},
         "prepare": [dataclasses.asdict(p) for p in plan.prepare],
         "node_launch": [
             {"node_rank": n.node_rank, "argv": list(n.argv), "env": dict(n.env)} for n in plan.nodes
         ],
         "slurm": plan.slurm,
+        "time_limit": (
+            None
+            if spec.cluster.kind == "local"
+            else f"cluster.time_min={spec.cluster.time_min}"
+            if spec.cluster.time_min is not None
+            else "the partition's limit (no --time)"
+        ),
         "warnings": list(plan.warnings),
     }
     if spec.model.engine == "mindspeed":

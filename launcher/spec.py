@@ -231,7 +231,17 @@ class HwSpec:
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     dist_backend: Literal["nccl", "hccl", "gloo"] = "nccl"
     cpus_per_node: int | None = None
+    """CPU cores the job asks for on each node (--cpus-per-task of its one task); null: Slurm's default (1)."""
+    node_mem_gb: float | None = None
+    """Host memory the job asks for on each node (--mem); cluster.mem_gb overrides it."""
     env: Mapping[str, str] = field(default_factory=dict)
+    network: Mapping[str, str | None] = field(default_factory=dict)
+    """NCCL/HCCL network variables (interface, IB HCAs, ...); null ones are not exported."""
+
+    @property
+    def node_env(self) -> dict[str, str]:
+        """What every node exports: `env` plus the network variables that are set."""
+        return {**self.env, **{k: v for k, v in self.network.items() if v is not None}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,16 +251,24 @@ class ClusterSpec:
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    time_min: int = 4320
+    time_min: int | None = None
+    """Wall-clock limit in minutes (--time); null: the partition's limit."""
     mem_gb: float | None = None
+    """Host memory per node (--mem), overriding hw.node_mem_gb; 0 asks for all of it."""
+    mem_per_gpu_gb: float | None = None
+    """Ask --mem-per-gpu instead of --mem (sites that allocate memory with the GPUs)."""
+    exclusive: bool | None = None
+    """--exclusive; null: yes when the job uses every device of its nodes (GPU/NPU hw)."""
+    wckey: str | None = None
     exclude: str | None = None
     constraint: str | None = None
     setup: tuple[str, ...] = ()
     """Shell lines run on the nodes before training (module load, conda activate, ...)."""
-    sbatch_extra: Mapping[str, str] = field(default_factory=dict)
-    """Site-only sbatch options, e.g. {quotatype: reserved}."""
+    sbatch_extra: Mapping[str, str] | None = None
+    """Site-only sbatch options, e.g. {quotatype: reserved} (null in the YAML so a whole
+    mapping can be given on the command line: cluster.sbatch_extra='{quotatype: reserved}')."""
     python: str | None = None
-    """Python on the nodes; default: the interpreter running the launcher."""
+    """Python on the nodes; default: the one `setup` activates, else the launcher's own."""
     max_requeues: int = 3
     command: tuple[str, ...] = ()
     """wrapper: the site command; `{nodes}` is replaced, the payload is appended as one argument."""
@@ -296,7 +314,10 @@ class JobSpec:
     models_root: str = "/mnt/models"
     data_root: str = "/mnt/data"
     cache_dir: str
-    validate_data: bool = True
+    check_data: bool = True
+    """Run the data pre-flight (every bad sample as file:line) before submitting, dry runs too."""
+    validate_data: bool | None = None
+    """Old name of check_data (still honoured)."""
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     """Extra engine arguments passed through verbatim (checked by the engine)."""
 
@@ -310,6 +331,10 @@ class JobSpec:
         the check reports it)."""
         mp = self.parallelism.model_parallel_size
         return self.world_size // mp if mp >= 1 and self.world_size % mp == 0 else self.world_size
+
+    @property
+    def data_checked(self) -> bool:
+        return self.check_data if self.validate_data is None else self.validate_data
 
     @property
     def should_wait(self) -> bool:

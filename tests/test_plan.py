@@ -27,12 +27,18 @@ def hydra_quote(text: str) -> str:
 
 
 def make_plan(tmp_path: Path, *overrides: str, run_dir: Path | None = None):
+    """Plan with `overrides`; the nodes' python is PYTHON unless cluster.setup activates one."""
     run_dir = run_dir or tmp_path / "run"
+    python = (
+        []
+        if any(o.startswith("cluster.setup=") for o in overrides)
+        else [f"cluster.python={hydra_quote(PYTHON)}"]
+    )
     cfg, problems = composing.compose(
         [
             *overrides,
             f"run_dir={hydra_quote(str(run_dir))}",
-            f"cluster.python={hydra_quote(PYTHON)}",
+            *python,
             f"cache_dir={hydra_quote(f'{tmp_path}/cache')}",
         ]
     )
@@ -53,6 +59,20 @@ CASES = {
         "cluster=wrapper",
         "cluster.partition=yjpc_a800",
         "dry_run=true",
+    ],
+    # a site's own environment, activated by cluster.setup, is what the nodes run; the README's
+    # sbatch_extra spelling; a time limit, wckey and NCCL network named explicitly
+    "internvl_20b_4x8_a800_site_env": [
+        "model=internvl_20b",
+        "hw=a800",
+        "nodes=4",
+        "dry_run=true",
+        "cluster.setup=[module load cuda/12.1, source /share/envs/internvl/bin/activate]",
+        "cluster.sbatch_extra={quotatype: reserved}",
+        "cluster.time_min=2880",
+        "cluster.wckey=vlm",
+        "hw.network.NCCL_SOCKET_IFNAME=ib0",
+        "hw.network.NCCL_IB_HCA=mlx5_0,mlx5_1",
     ],
     "tiny_cpu_2node_slurm_zero2": [
         "model=tiny_internvl",

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force-image-size", type=int)
     p.add_argument("--revision", choices=["pin", "head"], help="official code revision (head)")
     p.add_argument("--system-message", help="system prompt (default: the template's at --revision)")
+    p.add_argument("--ok-file", help="touch this file when the data has no problem (job steps)")
     a = p.parse_args(argv)
     problems = validate(
         a.meta_path,
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(problems)} problem(s) in {a.meta_path}", file=sys.stderr)
         return 1
     print(f"{a.meta_path}: OK")
+    if a.ok_file:
+        Path(a.ok_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.ok_file).touch()
     return 0
 
 

@@ -296,7 +296,7 @@ class InternVLEngine:
             *self.entry(spec),
             str(run.train_args_json),
         )
-        env = dict(spec.hw.env)
+        env = dict(spec.hw.node_env)
         if self.official:
             root = Path(spec.model.internvl_root) / "internvl_chat"
             env.update(

@@ -110,7 +110,7 @@ class XTunerEngine:
             str(run.output_dir),
         )
         env = {
-            **spec.hw.env,
+            **spec.hw.node_env,
             # `xtuner train` re-launches `python` / `torchrun` from PATH (node prefixes PATH).
             "PATH": str(venv_bin),
             "NPROC_PER_NODE": str(derived.gpus_per_node),

@@ -1,15 +1,16 @@
 #!/bin/bash
 
 # Parameters
+#SBATCH --cpus-per-task=96
+#SBATCH --exclusive
 #SBATCH --gres=gpu:8
 #SBATCH --job-name=vlm-internvl2_1b
+#SBATCH --mem=1600G
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --open-mode=append
 #SBATCH --output=<TMP>/run/submitit/%j_0_log.out
 #SBATCH --signal=USR2@90
-#SBATCH --time=4320
-#SBATCH --wckey=submitit
 
 # setup
 cd <REPO>

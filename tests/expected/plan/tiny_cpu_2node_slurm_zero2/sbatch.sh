@@ -8,8 +8,6 @@
 #SBATCH --open-mode=append
 #SBATCH --output=<TMP>/run/submitit/%j_0_log.out
 #SBATCH --signal=USR2@90
-#SBATCH --time=4320
-#SBATCH --wckey=submitit
 
 # setup
 cd <REPO>

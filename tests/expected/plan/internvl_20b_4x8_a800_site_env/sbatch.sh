@@ -1,0 +1,26 @@
+#!/bin/bash
+
+# Parameters
+#SBATCH --cpus-per-task=80
+#SBATCH --exclusive
+#SBATCH --gres=gpu:8
+#SBATCH --job-name=vlm-internvl_20b
+#SBATCH --mem=800G
+#SBATCH --nodes=4
+#SBATCH --ntasks-per-node=1
+#SBATCH --open-mode=append
+#SBATCH --output=<TMP>/run/submitit/%j_0_log.out
+#SBATCH --quotatype=reserved
+#SBATCH --signal=USR2@90
+#SBATCH --time=2880
+#SBATCH --wckey=vlm
+
+# setup
+module load cuda/12.1
+source /share/envs/internvl/bin/activate
+cd <REPO>
+export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+
+# command
+export SUBMITIT_EXECUTOR=slurm
+srun --unbuffered --output <TMP>/run/submitit/%j_%t_log.out --kill-on-bad-exit=1 /share/envs/internvl/bin/python -u -m submitit.core._submit <TMP>/run/submitit
