@@ -109,8 +109,8 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
     metas = [p for p in (d.meta_file, d.eval_meta_file) if p]
     entries = meta_entries(spec) if d.datasets and not d.meta_file else {}
     tokenizer = str(m.path or m.llm_path)
-    seen = meta_entries(spec) or {}  # the user's meta file's entries too, resolved
-    paths = [e.get(k) for e in seen.values() if isinstance(e, dict) for k in ("root", "annotation")]
+    # what the check stage knows of (a user meta file's own entries are validate_data's to judge)
+    paths = [e[k] for e in (entries or {}).values() for k in ("root", "annotation")]
     paths += metas + ([] if m.make_tiny else [tokenizer])
     absent = [p for p in paths if isinstance(p, str) and not os.path.exists(p)]
     if absent:

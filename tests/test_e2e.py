@@ -309,15 +309,15 @@ def test_preflight_lists_every_data_problem_and_submits_nothing(tmp_path: Path):
     assert made.returncode == 0, made.stderr
     run_dir = tmp_path / "never"
     meta = REPO / "tests" / "fixtures" / "data" / "meta.json"
-    r = launch(
-        "data=meta_file",
-        f"data.meta_file={meta}",
-        f"model.path={model}",
-        "model.make_tiny=null",
-        f"run_dir={run_dir}",
-    )
-    assert r.returncode == 2, r.stdout + r.stderr
-    bad_lines = [x for x in r.stderr.splitlines() if "broken.jsonl:" in x]
-    assert len(bad_lines) >= 3, r.stderr
-    assert "nothing was written or submitted" in r.stderr
-    assert not run_dir.exists()
+    args = ["data=meta_file", f"data.meta_file={meta}", f"model.path={model}",
+            "model.make_tiny=null", f"run_dir={run_dir}"]  # fmt: skip
+    for extra in ([], ["dry_run=true"]):  # a dry run checks what a real run checks
+        r = launch(*args, *extra)
+        assert r.returncode == 2, r.stdout + r.stderr
+        bad_lines = [x for x in r.stderr.splitlines() if "broken.jsonl:" in x]
+        assert len(bad_lines) >= 3, r.stderr
+        assert "nothing was written or submitted" in r.stderr
+        assert not run_dir.exists()
+    r = launch(*args, "dry_run=true", "check_data=false")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[launch] data: not checked (check_data=false)" in r.stdout
