@@ -381,7 +381,7 @@ def _convert(value: Any, tp: Any, where: str, problems: list[Problem]) -> Any:
     if tp is Any:
         return value
     env_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str and ".env." in f".{where}" and env_number:
+    if tp is str and (".env." in f".{where}" or ".network." in f".{where}") and env_number:
         return str(value)  # `hw.env.HCCL_CONNECT_TIMEOUT=600` reaches us as an int
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

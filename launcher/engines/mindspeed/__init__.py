@@ -180,7 +180,7 @@ class MindSpeedEngine:
             *render.pretrain_args(spec, derived, run, split),
         )
         env = {
-            **spec.hw.env,
+            **spec.hw.node_env,
             # the seed script's own names, for tools that read them
             "NPUS_PER_NODE": str(derived.gpus_per_node),
             "NNODES": str(derived.nodes),

@@ -1,15 +1,16 @@
 #!/bin/bash
 
 # Parameters
+#SBATCH --cpus-per-task=160
+#SBATCH --exclusive
 #SBATCH --gres=npu:8
 #SBATCH --job-name=vlm-internvl2_8b
+#SBATCH --mem=1000G
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --open-mode=append
 #SBATCH --output=<TMP>/run/submitit/%j_0_log.out
 #SBATCH --signal=USR2@90
-#SBATCH --time=4320
-#SBATCH --wckey=submitit
 
 # setup
 source /usr/local/Ascend/ascend-toolkit/set_env.sh
