@@ -9,7 +9,8 @@ tiny tokenizers (``internvl_chat.tokenizer.save_tiny_tokenizer``, the same objec
 pipeline uses). Only imports those functions never use are stubbed when missing
 (torchvision, cv2, imageio, decord); the tokenisation and masking code runs as written.
 
-The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py:
+The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py, read
+at 0556aa8e for pin and b9b1bb86 for head:
 choose the preprocess function by template, prepend ``"<image>\\n"`` to the first entry of a
 single-image sample, the multi-image path with ``num_image``, the text-only path, and
 HEAD's ``</img>`` count asserts) live in that training script, which imports the whole model
@@ -114,10 +115,9 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
 
     end_id = tok.convert_tokens_to_ids("</img>")
     if "image" in item and len(item["image"]) != 0:
+        if revision == "pin":  # pin knows one image only: a list fails right here
+            item["image"].startswith("s3://")
         if isinstance(item["image"], list):
-            if revision == "pin":
-                # pin's multi_modal_get_item: os.path.join(self.root, data_item['image'])
-                raise TypeError("join() argument must be str, bytes, or os.PathLike, not 'list'")
             ret = preprocess(
                 template, [copy.deepcopy(item["conversations"])], tok,
                 [TOKENS_PER_TILE * n for n in tiles], group_by_length=True,
