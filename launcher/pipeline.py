@@ -165,7 +165,16 @@ def _run_validate(spec: JobSpec, metas: list[str], tokenizer_dir: str) -> list[P
             meta,
             "--model",
             tokenizer_dir,
+            # the template, revision and prompt training uses (prompt length moves truncation)
+            "--conv-style",
+            spec.model.template,
+            "--revision",
+            spec.model.internvl_revision,
+            "--max-seq-length",
+            str(spec.seq_len),
         ]
+        if spec.model.system_message is not None:
+            argv += ["--system-message", spec.model.system_message]
         out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
         if out.returncode != 0:
             lines = [

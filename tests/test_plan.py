@@ -278,3 +278,32 @@ def test_template_missing_at_revision_is_refused(tmp_path: Path):
         make_plan(
             tmp_path, "model=internvl_20b", "hw=a800", "nodes=1", "model.template=internvl2_5"
         )
+
+
+@pytest.mark.slow  # two validate_data subprocesses
+def test_preflight_checks_the_data_at_the_model_revision(tmp_path: Path):
+    """The pre-flight validates as training will tokenise: an empty answer in round 1 of 2
+    trains (nothing on that round) at head, but the pinned code fails on it."""
+    from internvl_chat.tokenizer import save_tiny_tokenizer
+
+    model = save_tiny_tokenizer(tmp_path / "model", "internlm2")
+    (model / "config.json").write_text(json.dumps({"force_image_size": 56, "vision_config": {"patch_size": 14}}))  # fmt: skip
+    conv = [{"from": "human", "value": "Q"}, {"from": "gpt", "value": ""},
+            {"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A"}]  # fmt: skip
+    (tmp_path / "a.jsonl").write_text(json.dumps({"conversations": conv}) + "\n")
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"d": {"root": ".", "annotation": "a.jsonl", "repeat_time": 1}}))
+    common = ["model=tiny_internvl", "model.make_tiny=null", f"model.path={hydra_quote(str(model))}",
+              "data=meta_file", f"data.meta_file={hydra_quote(str(meta))}", "hw=cpu"]  # fmt: skip
+    python = f"cluster.python={hydra_quote(str(REPO / '.venv' / 'bin' / 'python'))}"
+
+    def plan(revision):
+        cfg, problems = composing.compose(
+            [*common, f"model.internvl_revision={revision}", python,
+             f"run_dir={hydra_quote(str(tmp_path / 'run'))}"]
+        )  # fmt: skip
+        return plan_from_config(cfg, problems)
+
+    plan("head")
+    with pytest.raises(ConfigError, match=r"a.jsonl:1: empty gpt value in turn 1"):
+        plan("pin")

@@ -135,11 +135,10 @@ class InternVLEngine:
             )
         if self.official and spec.model.make_tiny:
             out.append(Problem("model", "the official engine needs a real checkpoint (model.path)"))
-        if not self.official:
-            try:
-                system_message(spec.model.template, spec.model.internvl_revision)
-            except ValueError as e:
-                out.append(Problem("model.template", str(e)))
+        try:  # e.g. internvl2_5 exists only at head, in our trainer and in the official code
+            system_message(spec.model.template, spec.model.internvl_revision)
+        except ValueError as e:
+            out.append(Problem("model.template", str(e)))
         if d.packed and self.official and spec.model.internvl_revision == "pin":
             out.append(
                 Problem(
