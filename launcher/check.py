@@ -20,6 +20,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     """Per-device memory estimate (launcher/memory.py, docs/MEMORY.md); None without dims."""
     from launcher import memory
     from launcher.flops import dims_from_config, trainable_from_config
+    from launcher.lengths import sample_tokens
 
     if spec.parallelism.model_parallel_size > 1 or spec.model.engine == "mindspeed":
         return None  # ZeRO model states; pipeline/tensor sharding is not modelled (docs/MEMORY.md)
@@ -29,6 +30,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     except ValueError:
         return None
     m = spec.model
+    tokens, basis = sample_tokens(spec)
     return memory.estimate(
         dims,
         trainable=trainable_from_config(model),
@@ -41,6 +43,8 @@ def memory_estimate(spec: JobSpec, derived: Derived):
         grad_checkpoint=m.grad_checkpoint,
         offload_optimizer=spec.parallelism.offload_optimizer,
         offload_param=spec.parallelism.offload_param,
+        tokens_per_sample=tokens,
+        basis=basis,
     )
 
 

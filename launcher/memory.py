@@ -61,6 +61,10 @@ class MemoryEstimate:
     activations: float
     overhead: float
     cpu_bytes_per_node: float
+    tokens_per_sample: float = 0.0
+    """LLM tokens per sample the activations are budgeted for."""
+    basis: str = ""
+    """Where tokens_per_sample comes from (launcher.lengths), said in the plan."""
 
     @property
     def total(self) -> float:
@@ -77,7 +81,8 @@ class MemoryEstimate:
         """One line for the plan, in GiB."""
         parts = ("weights", "grads", "optimizer", "activations", "overhead")
         body = ", ".join(f"{p} {getattr(self, p) / GIB:.1f}" for p in parts)
-        return f"~{self.total_gb:.1f} GiB per device ({body})"
+        basis = f"; activations for {self.basis}" if self.basis else ""
+        return f"~{self.total_gb:.1f} GiB per device ({body}{basis})"
 
 
 def model_states(
@@ -172,8 +177,13 @@ def estimate(
     offload_optimizer: bool = False,
     offload_param: bool = False,
     overhead_gb: float = 2.0,
+    tokens_per_sample: float | None = None,
+    basis: str = "",
 ) -> MemoryEstimate:
-    """Per-device peak estimate for one configuration (see the module docstring)."""
+    """Per-device peak estimate for one configuration (see the module docstring).
+
+    tokens_per_sample: the LLM sequence a sample really has (batches pad to their longest);
+    None: seq_len, the bound."""
     vit_p = dims.vit.matmul_params if dims.vit else 0.0
     llm_p = dims.llm_total_params
     total = llm_p + vit_p + dims.projector_params
@@ -190,7 +200,8 @@ def estimate(
         offload_optimizer=offload_optimizer,
         offload_param=offload_param,
     )
-    per_sample = llm_activation_bytes(dims, seq_len, checkpointing=grad_checkpoint)
+    tokens = seq_len if tokens_per_sample is None else min(tokens_per_sample, seq_len)
+    per_sample = llm_activation_bytes(dims, tokens, checkpointing=grad_checkpoint)
     per_sample += vit_activation_bytes(
         dims, tiles_per_sample, trainable=trainable.vit, checkpointing=grad_checkpoint
     )
@@ -201,4 +212,6 @@ def estimate(
         activations=per_device_batch * per_sample,
         overhead=overhead_gb * GIB,
         cpu_bytes_per_node=states.cpu_bytes_per_node,
+        tokens_per_sample=tokens,
+        basis=basis,
     )

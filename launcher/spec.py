@@ -195,6 +195,9 @@ class DataSpec:
     packed: bool = False
     max_bad_sample_ratio: float = 0.05
     num_workers: int = 4
+    max_sample_tokens: int | None = None
+    """The data's longest sample in tokens (text + image), when known; the memory estimate
+    budgets activations for it instead of seq_len. null: scanned when the data is readable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,6 +1,7 @@
 """Memory pre-flight against DeepSpeed's own model-state estimators (the test may import
 deepspeed; launcher.memory must not)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,95 @@ def test_launcher_modules_import_no_heavy_packages():
     root = Path(__file__).parent.parent
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stderr or r.stdout
+
+
+# --- activations follow the data's real lengths (launcher.lengths) -------------------------
+
+
+def _spec(tmp_path, *overrides):
+    from launcher import compose
+    from launcher.spec import to_spec
+
+    cfg, problems = compose.compose([*overrides, "dry_run=true", f"run_dir={tmp_path / 'run'}"])
+    assert not problems
+    return to_spec(compose.to_container(cfg))
+
+
+def test_seed001_recipe_fits_8x_a100_80g(tmp_path):
+    """XTuner's own recipe (seed 001): 8 x A100-80G, batch 32 per device, LLM and ViT frozen,
+    ZeRO-2, runs. Padded to max_length it would not (~123 GiB); at the data's real lengths
+    (576 image + short caption tokens) it does, and the plan says which bound it used."""
+    from launcher.check import check, memory_estimate, memory_problem
+
+    spec = _spec(tmp_path, "model=llava_internlm2_20b", "hw=a100", "nodes=1")
+    derived, _, _ = check(spec)
+    assert (derived.per_device_batch_size, spec.parallelism.zero_stage) == (32, 2)
+    est = memory_estimate(spec, derived)
+    assert est.total_gb < 80 and memory_problem(spec, derived) is None
+    assert est.tokens_per_sample == 704 and "data.max_sample_tokens" in est.describe()
+    padded = _spec(tmp_path, "model=llava_internlm2_20b", "hw=a100", "nodes=1",
+                   "data.max_sample_tokens=null")  # fmt: skip
+    worst = memory_estimate(padded, check(padded)[0])
+    assert worst.total_gb > 80 and "seq_len" in worst.basis and "upper bound" in worst.basis
+    # only the projector trains: no LLM/ViT gradients or optimizer states
+    assert est.grads / GIB < 0.1 and est.optimizer / GIB < 1
+
+
+def test_the_seed001_command_plans_without_a_memory_warning(tmp_path):
+    from launcher import compose
+    from launcher.pipeline import plan_from_config
+
+    cfg, problems = compose.compose(
+        [
+            "model=llava_internlm2_20b",
+            "hw=a800",
+            "nodes=4",
+            "dry_run=true",
+            f"run_dir={tmp_path / 'run'}",
+        ]  # fmt: skip
+    )
+    plan, _ = plan_from_config(cfg, problems)
+    assert not [w for w in plan.warnings if "exceeds" in w], plan.warnings
+    record = json.loads(plan.files["plan.json"])["memory_estimate"]
+    assert record["fits"] and "704 tokens per sample" in record["detail"]
+
+
+def test_lengths_are_scanned_where_the_data_is_readable(tmp_path):
+    from launcher.lengths import TURN_TOKENS, sample_tokens
+
+    rows = [
+        {"id": 1, "image": "a.png", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe."},
+            {"from": "gpt", "value": "x" * 300}]},
+        {"id": 2, "image": "b.png", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe."},
+            {"from": "gpt", "value": "短" * 100}]},  # 300 UTF-8 bytes: 100 tokens
+    ]  # fmt: skip
+    data = tmp_path / "llava.json"
+    data.write_text(json.dumps(rows))
+    spec = _spec(tmp_path, "model=llava_internlm2_20b", "hw=a100", "data.max_sample_tokens=null",
+                 f"data.json_path={data}", f"data.image_folder={tmp_path}")  # fmt: skip
+    tokens, basis = sample_tokens(spec)
+    text = (len("\nDescribe.") + 300) // 3 + 2 * TURN_TOKENS
+    assert tokens == 576 + text and "longest of 2 scanned samples" in basis
+    # InternVL jsonl with per-sample `length` (as group_by_length uses): taken as given
+    ann = tmp_path / "a.jsonl"
+    ann.write_text("".join(json.dumps({"image": "i.png", "length": n, "conversations": []}) + "\n"
+                           for n in (100, 900)))  # fmt: skip
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"d": {"root": str(tmp_path), "annotation": str(ann), "length": 2}}))
+    spec = _spec(tmp_path, "model=internvl2_8b", "hw=a100", "data=meta_file",
+                 f"data.meta_file={meta}")  # fmt: skip
+    tokens, _ = sample_tokens(spec)
+    assert tokens == 900 + 256 * 7  # 6 tiles + thumbnail
+
+
+def test_fewer_tokens_fewer_llm_activations():
+    dims = ModelDims(llm=LLMS["internlm2-20b"], vit=VITS["internvit-6b-448px-v1-5"])
+    common = dict(trainable=Trainable(llm=False), zero_stage=3, gpus_per_node=8, nodes=4,
+                  per_device_batch=2, seq_len=8192, tiles_per_sample=0, grad_checkpoint=True)  # fmt: skip
+    full = estimate(dims, **common)
+    half = estimate(dims, **common, tokens_per_sample=4096)
+    capped = estimate(dims, **common, tokens_per_sample=10_000)
+    assert half.activations == pytest.approx(full.activations / 2)
+    assert capped.activations == full.activations and capped.tokens_per_sample == 8192
