@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.plan import Plan
 from launcher.rundir import RunDir, write_json_atomic
 
 PREPARE_TIMEOUT_S = 3600
@@ -100,7 +102,7 @@ class Tee:
         return proc.wait()
 
 
-def _child_env(extra: dict[str, str], rv: Rendezvous) -> dict[str, str]:
+def _child_env(extra: Mapping[str, str], rv: Rendezvous) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in extra.items():
         value = fill(value, rv)
@@ -110,7 +112,7 @@ def _child_env(extra: dict[str, str], rv: Rendezvous) -> dict[str, str]:
     return env
 
 
-def _prepare(run: RunDir, plan: dict, rv: Rendezvous, tee: Tee) -> tuple[bool, str]:
+def _prepare(run: RunDir, plan: Plan, rv: Rendezvous, tee: Tee) -> tuple[bool, str]:
     if rv.node_rank != 0:
         deadline = time.monotonic() + PREPARE_TIMEOUT_S
         while not run.prepared_marker.exists():
@@ -118,8 +120,8 @@ def _prepare(run: RunDir, plan: dict, rv: Rendezvous, tee: Tee) -> tuple[bool, s
                 return False, "node 0 did not finish preparing"
             time.sleep(1)
         return True, ""
-    for step in plan["prepare"]:
-        creates = Path(step["creates"])
+    for step in plan.prepare:
+        creates = Path(step.creates)
         creates.parent.mkdir(parents=True, exist_ok=True)
         # Jobs of one sweep share the cache: one builds, the others wait and reuse.
         with open(creates.parent / f".{creates.name}.lock", "w") as lock:
@@ -127,9 +129,9 @@ def _prepare(run: RunDir, plan: dict, rv: Rendezvous, tee: Tee) -> tuple[bool, s
             if creates.exists():
                 tee.write(f"[launcher] prepare: {creates} exists, skipped\n")
                 continue
-            rc = tee.run(list(step["argv"]), _child_env(plan["node_launch"][0]["env"], rv))
+            rc = tee.run(list(step.argv), _child_env(plan.node_launch[0].env, rv))
         if rc != 0 or not creates.exists():
-            return False, f"prepare step failed (status {rc}): {' '.join(step['argv'])}"
+            return False, f"prepare step failed (status {rc}): {' '.join(step.argv)}"
     run.prepared_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return True, ""
 
@@ -171,20 +173,20 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
     from launcher.engines import get_engine
 
     run = RunDir(run_dir)
-    plan = run.plan()
+    plan = Plan.load(run.root)
     tee = Tee(run.node_log(rv.node_rank))
     started = time.time()
     tee.write(
         f"[launcher] node {rv.node_rank}/{rv.nnodes} on {socket.gethostname()} "
         f"master {rv.master_addr}:{rv.master_port} job {rv.job_id or 'local'}\n"
     )
-    engine = get_engine(plan["engine"])
+    engine = get_engine(plan.engine)
     ok, reason = _prepare(run, plan, rv, tee)
     rc = None
     if ok:
-        launch = plan["node_launch"][rv.node_rank]
-        argv = [fill(a, rv) for a in launch["argv"]]
-        rc = tee.run(argv, _child_env(launch["env"], rv))
+        launch = plan.node_launch[rv.node_rank]
+        argv = [fill(a, rv) for a in launch.argv]
+        rc = tee.run(argv, _child_env(launch.env, rv))
         outcome = engine.outcome(run, rc) if rv.node_rank == 0 else None
         ok = rc == 0 if outcome is None else outcome.ok
         reason = f"exited with status {rc}" if outcome is None else outcome.reason
@@ -214,7 +216,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             "ended": time.time(),
             "duration_s": round(time.time() - started, 3),
             **_metrics_tail(run),
-            "provenance": {**plan.get("provenance", {}), **record["provenance"]},
+            "provenance": {**(plan.provenance or {}), **record["provenance"]},
         }
         run.write_summary(summary)
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")

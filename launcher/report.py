@@ -21,6 +21,7 @@ from typing import Any
 from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
+from launcher.plan import Plan
 from launcher.rundir import RunDir
 from launcher.verdict import Verdict, verdict
 
@@ -85,19 +86,20 @@ def _load_config(run: RunDir) -> dict[str, Any]:
 def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     """One table row: the run's shape (plan.json or flags), its log's metrics and verdict."""
     row = Row(name=path.name if path.is_dir() else path.stem, path=path)
-    plan: dict[str, Any] = {}
     cfg: dict[str, Any] = {}
+    seq_len = ov.seq_len
+    row.world_size, row.global_batch = ov.gpus, ov.global_batch_size
     if kind == "run":
         run = RunDir(path)
-        plan, cfg = run.plan(), _load_config(run)
-    row.nodes, row.gpus_per_node = plan.get("nodes"), plan.get("gpus_per_node")
-    row.world_size = ov.gpus or plan.get("world_size")
-    row.per_device_batch = plan.get("per_device_batch_size")
-    row.accum = plan.get("gradient_accumulation_steps")
-    row.global_batch = ov.global_batch_size or plan.get("global_batch_size")
-    row.zero_stage = plan.get("zero_stage")
-    row.hw = plan.get("hw")
-    seq_len = ov.seq_len or plan.get("seq_len")
+        plan, cfg = Plan.load(run.root), _load_config(run)
+        d = plan.derived
+        row.nodes, row.gpus_per_node = d.nodes, d.gpus_per_node
+        row.world_size = ov.gpus or d.world_size
+        row.per_device_batch = d.per_device_batch_size
+        row.accum = d.gradient_accumulation_steps
+        row.global_batch = ov.global_batch_size or d.global_batch_size
+        row.zero_stage, row.hw = plan.zero_stage, plan.hw
+        seq_len = ov.seq_len or plan.seq_len
     peak = ov.peak_tflops or (cfg.get("hw") or {}).get("peak_tflops")
     target = (cfg.get("benchmark") or {}).get("target") or {}
     model = cfg.get("model") or {}

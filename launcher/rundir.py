@@ -143,9 +143,6 @@ class RunDir:
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text())
 
-    def plan(self) -> dict[str, Any]:
-        return self.read_json(self.plan_json)
-
     def metrics(self) -> list[dict[str, Any]]:
         """The per-step records of metrics.jsonl (none before the first step)."""
         if not self.metrics_jsonl.exists():

@@ -5,6 +5,7 @@ Regenerate deliberately with UPDATE_EXPECTED=1 and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -14,7 +15,8 @@ import pytest
 
 from launcher import compose as composing
 from launcher.pipeline import plan_from_config, run
-from launcher.plan import REPO
+from launcher.plan import REPO, Plan
+from launcher.rundir import RunDir
 from launcher.spec import ConfigError
 
 EXPECTED = Path(__file__).parent / "expected" / "plan"
@@ -307,3 +309,12 @@ def test_preflight_checks_the_data_at_the_model_revision(tmp_path: Path):
     plan("head")
     with pytest.raises(ConfigError, match=r"a.jsonl:1: empty gpt value in turn 1"):
         plan("pin")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_plan_load_reads_back_what_was_planned(case: str, tmp_path: Path):
+    """The nodes read plan.json into the same dataclasses the login side wrote."""
+    plan, _ = make_plan(tmp_path, *CASES[case])
+    run = RunDir(plan.run_dir)
+    run.materialize(plan.files)
+    assert Plan.load(run.root) == dataclasses.replace(plan, files={}, notes=())

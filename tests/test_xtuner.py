@@ -96,7 +96,7 @@ def test_rendered_files_and_node_command_match_expected(case: str, tmp_path: Pat
 
 def test_node_command_sets_xtuner_rendezvous_and_path(tmp_path: Path):
     plan, _ = make_plan(tmp_path, A800)
-    for rank, node in enumerate(plan.nodes):
+    for rank, node in enumerate(plan.node_launch):
         env = node.env
         assert env["NODE_RANK"] == str(rank) and env["NNODES"] == "4"
         assert env["NPROC_PER_NODE"] == "8"

@@ -25,6 +25,7 @@ from launcher.derive import Derived
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.engines.mindspeed import render
 from launcher.engines.mindspeed.split import Split
+from launcher.plan import Plan
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
 
@@ -198,8 +199,7 @@ class MindSpeedEngine:
     def _records(self, run: RunDir):
         from launcher.collect.mindspeed import parse_run_logs
 
-        plan = run.plan()
-        nodes = plan.get("nodes", 1)
+        nodes = Plan.load(run.root).derived.nodes
         # the iteration lines are on the last node: wait (bounded) until it has finished
         deadline = time.monotonic() + OTHER_NODES_WAIT_S
         while nodes > 1 and time.monotonic() < deadline:
@@ -214,7 +214,7 @@ class MindSpeedEngine:
         records = self._records(run)
         if not records:
             return Outcome(False, "pretrain_internvl.py exited 0 but logged no iterations")
-        planned = _train_iters(run.plan())
+        planned = _train_iters(Plan.load(run.root))
         last = records[-1]["step"]
         if planned is not None and last < planned:
             return Outcome(False, f"training stopped at iteration {last} of {planned}")
@@ -225,8 +225,8 @@ class MindSpeedEngine:
         run.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def _train_iters(plan: dict) -> int | None:
-    argv = plan["node_launch"][0]["argv"]
+def _train_iters(plan: Plan) -> int | None:
+    argv = plan.node_launch[0].argv
     if "--train-iters" in argv:
         return int(argv[argv.index("--train-iters") + 1])
     return None

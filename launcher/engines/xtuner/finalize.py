@@ -16,6 +16,7 @@ from typing import Any
 
 from launcher.engines.base import Outcome
 from launcher.engines.xtuner.render import CFG_DIR, rendered_recipe
+from launcher.plan import Plan
 from launcher.rundir import RunDir
 
 
@@ -116,35 +117,36 @@ def evidence(run: RunDir):
 
 def outcome(run: RunDir, returncode: int) -> Outcome:
     """Did training really succeed? From the exit status and the evidence."""
-    plan = run.plan()
+    plan = Plan.load(run.root)
     log_text, rows, last = evidence(run)
     planned = None
-    if plan.get("max_steps") is not None:
-        planned = plan["max_steps"] * plan["gradient_accumulation_steps"]
+    if plan.max_steps is not None:
+        planned = plan.max_steps * plan.derived.gradient_accumulation_steps
     return judge(log_text, rows, planned_iters=planned, last_checkpoint=last, returncode=returncode)
 
 
 def finalize(run: RunDir) -> None:
     """metrics.jsonl from vis_data, then the checkpoint converted to RUN_DIR/output/hf."""
-    plan = run.plan()
+    plan = Plan.load(run.root)
+    d = plan.derived
     _, rows, last = evidence(run)
     metrics = vis_to_metrics(
         rows or [],
-        world_size=plan["world_size"],
-        per_device_batch=plan["per_device_batch_size"],
-        accumulation=plan["gradient_accumulation_steps"],
+        world_size=d.world_size,
+        per_device_batch=d.per_device_batch_size,
+        accumulation=d.gradient_accumulation_steps,
     )
     run.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in metrics))
     if last is None:
         return
     out = run.hf_dir
-    xtuner_bin = Path(plan["node_launch"][0]["argv"][0])
+    xtuner_bin = Path(plan.node_launch[0].argv[0])
     recipe = rendered_recipe(run.xtuner_config.read_text())
     # seed 003 (InternVL): the official layout = base checkpoint + trained tensors
     kind = "internvl-run" if recipe == "internvl" else "llava"
     argv = convert_argv(xtuner_bin, run, last, out, kind)
     done_marker = out / "model.safetensors"
-    if kind == "llava" and plan.get("llm_family") == "internlm2":
+    if kind == "llava" and plan.llm_family == "internlm2":
         # InternLM2 has no transformers-native class, hence no native LLaVA folder: keep
         # XTuner's own export (projector + config), which XTuner's chat/eval tools load.
         argv = [str(xtuner_bin), "convert", "pth_to_hf", str(run.xtuner_config), str(last),
