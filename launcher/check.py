@@ -333,7 +333,14 @@ def _check_run_dir(spec: JobSpec) -> list[Problem]:
     run = Path(spec.run_dir)
     if "\n" in spec.run_dir:
         return [Problem("run_dir", "must not contain a newline")]
-    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+    if run.exists() and not run.is_dir():
+        return [
+            Problem(
+                "run_dir",
+                f"{run} is a file, not a folder; choose a new or empty folder (nothing is overwritten)",
+            )
+        ]
+    if run.exists() and any(run.iterdir()):
         return [
             Problem(
                 "run_dir",

@@ -32,30 +32,82 @@ def available_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _first_values(overrides: list[str]) -> list[str]:
-    """Sweep overrides (a=1,2) become their first value, so composition checks the keys."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    out = []
-    for text, o in zip(overrides, parsed, strict=True):
+def groups_help() -> str:
+    """The config groups and their options, for `--help` (conf/config.yaml hydra.help)."""
+    return "\n".join(f"  {g:<12} {', '.join(available_options(g))}" for g in GROUPS)
+
+
+# `python launch.py --help` lists the groups from conf/ itself, so it never goes stale.
+if not OmegaConf.has_resolver("vlm_groups"):
+    OmegaConf.register_new_resolver("vlm_groups", groups_help)
+
+
+def quote_hint(key: str, value: str) -> str:
+    """How to give `value` to `key` as one string through the shell and Hydra's grammar."""
+    inner = f'"\\"{value}\\""' if "'" in value else f"\"'{value}'\""
+    return (
+        f"quote it as one value: {key}={inner} (outer quotes for the shell, inner ones for "
+        "Hydra, whose grammar gives ( ) [ ] { } , = quotes and spaces a meaning)"
+    )
+
+
+def parse_overrides(overrides: list[str], *, multirun: bool) -> tuple[list[str], list[Problem]]:
+    """Parse each override alone, so every malformed one is named (with how to quote it).
+
+    In a sweep (multirun) a list value a=1,2 becomes its first value, so composition checks
+    the keys; in a single run it is a problem (Hydra would refuse it too).
+    """
+    parser = OverridesParser.create()
+    out: list[str] = []
+    problems: list[Problem] = []
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        try:
+            (o,) = parser.parse_overrides([text])
+        except HydraException as e:
+            if not sep:
+                problems.append(
+                    Problem(
+                        "command line",
+                        f"{text!r} is not key=value (a value with spaces arrived as several "
+                        "arguments?); " + quote_hint("key", "a b"),
+                    )
+                )
+            else:
+                reason = str(e).strip().splitlines()[0]
+                problems.append(
+                    Problem(
+                        key.lstrip("+~"),
+                        f"cannot parse {text!r} ({reason}); {quote_hint(key.lstrip('+~'), value)}",
+                    )
+                )
+            continue
         if o.is_sweep_override():
+            if not multirun:
+                problems.append(
+                    Problem(
+                        o.get_key_element().lstrip("+~"),
+                        f"{value!r} is several values (a sweep): add -m to sweep them, or "
+                        + quote_hint(o.get_key_element().lstrip("+~"), value),
+                    )
+                )
+                continue
             first = next(iter(o.sweep_string_iterator()))
             out.append(f"{o.get_key_element()}={first}")
         else:
             out.append(text)
-    return out
+    return out, problems
 
 
-def compose(overrides: list[str]) -> tuple[DictConfig, list[Problem]]:
+def compose(overrides: list[str], *, multirun: bool = False) -> tuple[DictConfig, list[Problem]]:
     """Compose config.yaml with `overrides`, leaving out the bad ones.
 
     Returns the config and one Problem per bad override, so later checks can add theirs to
     the same list; raises ConfigError only when nothing can be composed at all.
     """
-    problems: list[Problem] = []
-    try:
-        remaining = _first_values([o for o in overrides if not o.startswith("hydra.")])
-    except HydraException as e:
-        raise ConfigError([Problem("command line", str(e).splitlines()[0])]) from None
+    remaining, problems = parse_overrides(
+        [o for o in overrides if not o.startswith("hydra.")], multirun=multirun
+    )
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         while True:

@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 from launcher.dispatch import _pid_alive, squeue_state
 from launcher.rundir import RunDir
@@ -51,30 +53,57 @@ def cmd_status(runs: list[RunDir]) -> int:
 
 
 def cmd_logs(runs: list[RunDir], lines: int) -> int:
+    """The last `lines` of every node log; says why when a run has none. 1 if none had any."""
+    shown = 0
     for run in runs:
-        for log in sorted(run.logs_dir.glob("node*.log")):
+        logs = sorted(run.logs_dir.glob("node*.log"))
+        if not logs:
+            print(f"{run.root}: no node logs yet ({_why_no_logs(run)})")
+            continue
+        for log in logs:
+            shown += 1
             print(f"==> {log} <==")
             print("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
-    return 0
+    return 0 if shown else 1
+
+
+def _why_no_logs(run: RunDir) -> str:
+    st = state(run)
+    if st == "PLANNED":
+        return "planned only: a dry run, or never submitted"
+    if st in ("PENDING", "CONFIGURING"):
+        return f"{st.lower()} in the queue"
+    return f"state {st}; dispatch output: {run.logs_dir / 'dispatch.log'}"
 
 
 def cmd_cancel(runs: list[RunDir]) -> int:
-    status = 0
+    """Cancel what still runs; say for every run what was done or why not. 1 if nothing was."""
+    cancelled, failed = 0, 0
     for run in runs:
-        if not run.job_json.exists() or run.summary() is not None:
+        if not run.job_json.exists():
+            print(f"{run.root}: not submitted (planned only), nothing to cancel")
+            continue
+        summary = run.summary()
+        if summary is not None:
+            print(f"{run.root}: already ended ({summary['status']}), nothing to cancel")
             continue
         job = json.loads(run.job_json.read_text())
         if job.get("job_id"):
-            rc = subprocess.run(["scancel", str(job["job_id"])]).returncode
-            print(f"scancel {job['job_id']}: {'ok' if rc == 0 else 'failed'}")
-            status |= rc
+            out = subprocess.run(["scancel", str(job["job_id"])], capture_output=True, text=True)
+            if out.returncode == 0:
+                print(f"scancel {job['job_id']}: ok")
+                cancelled += 1
+            else:
+                print(f"scancel {job['job_id']}: failed: {out.stderr.strip()}")
+                failed += 1
         elif job.get("pid"):
             try:
                 os.killpg(job["pid"], signal.SIGTERM)
                 print(f"stopped pid {job['pid']}")
+                cancelled += 1
             except ProcessLookupError:
-                pass
-    return status
+                print(f"{run.root}: pid {job['pid']} already gone, nothing to cancel")
+    return 0 if cancelled and not failed else 1
 
 
 def main(argv: list[str]) -> int:
@@ -91,9 +120,12 @@ def main(argv: list[str]) -> int:
         from launcher.report import main as report_main
 
         return report_main(a)
-    runs = run_dirs(a.paths)
+    missing = [x for x in a.paths if not Path(x).exists()]
+    runs = run_dirs([x for x in a.paths if x not in missing])
+    for x in missing:
+        print(f"{x}: no such file or folder", file=sys.stderr)
     if not runs:
-        p.error(f"no run dirs under {' '.join(a.paths)}")
+        p.exit(1, f"{a.verb}: no run dirs (a folder with plan.json) in {' '.join(a.paths)}\n")
     if a.verb == "status":
         return cmd_status(runs)
     if a.verb == "logs":

@@ -335,6 +335,12 @@ def report(
         gpus=gpus, seq_len=seq_len, global_batch_size=global_batch_size, peak_tflops=peak_tflops
     )
     rows = [analyse(kind, p, ov) for kind, p in found]
+    if not any(row.records for row in rows):
+        why = "; ".join(
+            f"{row.path}: {'; '.join(n for n in row.notes if not n.startswith('no MFU')) or 'no training log'}"
+            for row in rows
+        )
+        raise ValueError(f"nothing to report, nothing written ({why})")
     if out_dir is None:
         dirs = [
             Path(p).absolute() if Path(p).is_dir() else Path(p).absolute().parent for p in paths

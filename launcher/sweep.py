@@ -64,14 +64,18 @@ def _task(cfg: DictConfig) -> int:
 
 
 def hydra_main() -> int:
-    """Pre-check every override key (all problems at once), then hand over to Hydra."""
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
-    try:
-        _, problems = composing.compose(overrides)
-    except ConfigError as e:
-        problems = e.problems
-    if problems:
-        print(ConfigError(problems), file=sys.stderr)
-        return 2
+    """Pre-check every override (all problems at once), then hand over to Hydra's own
+    command line (-m, --cfg/-c job, --help, --info, ...)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:])
+    if not (args.help or args.hydra_help or args.shell_completion):
+        try:
+            _, problems = composing.compose(args.overrides, multirun=args.multirun)
+        except ConfigError as e:
+            problems = e.problems
+        if problems:
+            print(ConfigError(problems), file=sys.stderr)
+            return 2
     _task()
     return 0

@@ -111,6 +111,7 @@ def normalize_conversation(
     if problems:
         raise SampleError("; ".join(problems))
     turns = [(r, v.strip() if template.strip_values else v) for r, v in msgs]
+    dropped_gpt = False
     if template.per_message:
         if turns and turns[0][0] == "gpt" and IMAGE_PLACEHOLDER in turns[0][1] and insert_image:
             problems.append(
@@ -118,7 +119,7 @@ def normalize_conversation(
                 "puts '<image>' into that answer"
             )
     elif turns and turns[0][0] == "gpt":
-        turns = turns[1:]
+        turns, dropped_gpt = turns[1:], True
     # official internvl2_5 takes any order; we still refuse two turns of one role in a row
     first = turns[0][0] if turns and template.per_message else "human"
     for k, (role, _) in enumerate(turns):
@@ -137,7 +138,12 @@ def normalize_conversation(
             )
             problems.append(f"empty {turns[empty[0]][0]} value in turn {empty[0]}: {why}")
     if not any(role == "gpt" for role, _ in turns):
-        problems.append("no assistant (gpt) turn to learn from")
+        problems.append(
+            f"the conversation starts with its only gpt turn, which the {template.name} template "
+            "drops (as the official code does): no assistant turn left to learn from"
+            if dropped_gpt
+            else "no assistant (gpt) turn to learn from"
+        )
     if problems:
         raise SampleError("; ".join(problems))
     n_found = sum(text.count(IMAGE_PLACEHOLDER) for role, text in turns if role == "human")
