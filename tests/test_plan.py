@@ -74,7 +74,7 @@ CASES = {
         "cluster.time_min=2880",
         "cluster.wckey=vlm",
         "hw.network.NCCL_SOCKET_IFNAME=ib0",
-        "hw.network.NCCL_IB_HCA=mlx5_0,mlx5_1",
+        "hw.network.NCCL_IB_HCA='mlx5_0,mlx5_1'",  # quoted: a comma means a sweep
     ],
     "tiny_cpu_2node_slurm_zero2": [
         "model=tiny_internvl",
