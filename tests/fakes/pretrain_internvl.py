@@ -13,7 +13,8 @@ It does what the launcher relies on, honestly and small:
 - the last rank prints Megatron's per-iteration line (MindSpeed-MM format, --log-tps);
   `tokens per sample` is the annotation's mean text length / 4 plus 256 per image;
 - it saves iter_N/mp_rank_*/model_optim_rng.pt every --save-interval and at the end (optimizer
-  and RNG flags recorded), updates latest_checkpointed_iteration.txt, and resumes from it.
+  and RNG flags recorded), updates latest_checkpointed_iteration.txt, and resumes from it;
+- FAKE_PRETRAIN_DIE_AFTER=N (tests only) makes it die after iteration N, like a lost node.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def main() -> None:
             if rank == 0:
                 (save / "latest_checkpointed_iteration.txt").write_text(f"{it}\n")
                 print(f" successfully saved checkpoint at iteration {it:7d} to {save}", flush=True)
+        if it == int(os.environ.get("FAKE_PRETRAIN_DIE_AFTER", 0)):
+            fail(f"dying after iteration {it} (FAKE_PRETRAIN_DIE_AFTER)")
     dist.barrier()
     dist.destroy_process_group()
 
