@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher import compose as composing
+from launcher import site
 from launcher.pipeline import plan_from_config
 from launcher.plan import REPO
 from launcher.spec import ConfigError
@@ -63,6 +64,12 @@ CASES = {
         "gradient_accumulation_steps=128",
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def no_site_probe(monkeypatch):
+    """Saved copies must not depend on this machine's Slurm (sinfo adds partition warnings)."""
+    monkeypatch.setattr(site, "partition_info", lambda *a, **k: None)
 
 
 def quote(text: str) -> str:

@@ -58,7 +58,8 @@ def test_two_node_mindspeed_job_on_slurm(slurm_cluster, tmp_path: Path):
     r = launch(
         "model=internvl2_8b", "model.engine=mindspeed", f"model.path={hf}",
         f"model.mindspeed_root={root}", "hw=ascend910b", "hw.devices_per_node=2",
-        "hw.gres=null", "hw.env.ASCEND_RT_VISIBLE_DEVICES='0,1'", "cluster=slurm",
+        "hw.gres=null", "hw.env.ASCEND_RT_VISIBLE_DEVICES='0,1'", "hw.cpus_per_node=1",
+        "hw.node_mem_gb=1", "cluster=slurm",
         f"cluster.setup=['export PATH={FAKES}:$PATH']", "nodes=2", "parallelism=megatron",
         "parallelism.pp=2", "per_device_batch_size=1", "gradient_accumulation_steps=2",
         "data=meta_file", f"data.meta_file={meta}", "validate_data=false", "max_steps=6",
