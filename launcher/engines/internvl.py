@@ -15,7 +15,8 @@ from typing import Any
 from internvl_chat.prompts import system_message
 from launcher.derive import Derived
 from launcher.engines import ds_config
-from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
+from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
+from launcher.engines.torchrun import torchrun
 from launcher.rundir import RunDir
 from launcher.spec import DatasetEntry, JobSpec, Problem
 
@@ -281,17 +282,7 @@ class InternVLEngine:
         self, spec: JobSpec, derived: Derived, run: RunDir, node_rank: int, python: str
     ) -> NodeLaunch:
         argv = (
-            python,
-            "-m",
-            "torch.distributed.run",
-            f"--nnodes={derived.nodes}",
-            f"--node_rank={node_rank}",
-            f"--nproc_per_node={derived.gpus_per_node}",
-            f"--master_addr={MASTER_ADDR}",
-            f"--master_port={MASTER_PORT}",
-            # per-rank stdout/stderr files, and every rank's lines (prefixed) in the node log
-            f"--log-dir={run.node_ranks_dir(node_rank)}",
-            "--tee=3",
+            *torchrun(python, derived, run, node_rank),
             *self.entry(spec),
             str(run.train_args_json),
         )

@@ -25,6 +25,7 @@ from launcher.derive import Derived
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.engines.mindspeed import render
 from launcher.engines.mindspeed.split import Split
+from launcher.engines.torchrun import torchrun
 from launcher.plan import Plan
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
@@ -167,16 +168,7 @@ class MindSpeedEngine:
         split = _split(spec)
         root = Path(spec.model.mindspeed_root)
         argv = (
-            python,
-            "-m",
-            "torch.distributed.run",
-            f"--nnodes={derived.nodes}",
-            f"--node_rank={node_rank}",
-            f"--nproc_per_node={derived.gpus_per_node}",
-            f"--master_addr={MASTER_ADDR}",
-            f"--master_port={MASTER_PORT}",
-            f"--log-dir={run.node_ranks_dir(node_rank)}",
-            "--tee=3",
+            *torchrun(python, derived, run, node_rank),
             str(root / ENTRY),
             *render.pretrain_args(spec, derived, run, split),
         )
