@@ -131,6 +131,16 @@ def _check_hw(spec: JobSpec) -> list[Problem]:
     return out
 
 
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _nearest_pp(world: int, tp_cp: int, pp: int) -> int:
+    """The pipeline size closest to `pp` that makes tp x pp x cp divide `world`."""
+    fits = [p for p in _divisors(world) if world % (p * tp_cp) == 0] or [1]
+    return min(fits, key=lambda p: (abs(p - pp), p))
+
+
 def _check_parallelism(spec: JobSpec) -> list[Problem]:
     par = spec.parallelism
     out = []
@@ -160,7 +170,10 @@ def _check_parallelism(spec: JobSpec) -> list[Problem]:
             Problem(
                 "parallelism",
                 f"world size {spec.world_size} is not a multiple of tp x pp x cp = "
-                f"{par.tp} x {par.pp} x {par.cp} = {mp}; change nodes, parallelism.tp/pp/cp",
+                f"{par.tp} x {par.pp} x {par.cp} = {mp}; tp x pp x cp must divide "
+                f"{spec.world_size} (one of {_divisors(spec.world_size)}), e.g. "
+                f"parallelism.pp={_nearest_pp(spec.world_size, par.tp * par.cp, par.pp)}, "
+                "or change nodes",
             )
         )
     megatron_keys = mp > 1 or par.vpp is not None or par.llm_pp_layers or par.vit_pp_layers

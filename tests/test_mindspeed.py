@@ -175,7 +175,7 @@ def test_contract_command_with_computed_split(tmp_path: Path):
 @pytest.mark.parametrize(
     ("overrides", "setting", "fragment"),
     [
-        (["parallelism.pp=3"], "parallelism", "not a multiple of tp x pp x cp"),
+        (["parallelism.pp=3"], "parallelism", "(one of [1, 2, 4, 8]), e.g. parallelism.pp=2"),
         (["parallelism=zero2"], "parallelism", "use parallelism=megatron"),
         (["parallelism.tp=3"], "parallelism.tp", "use one of [1, 2, 4, 8]"),
         (
