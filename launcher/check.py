@@ -90,6 +90,7 @@ def check(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
         problems += missing
         problems += _check_cluster_tools(spec)
     problems += _check_run_dir(spec)
+    problems += _check_reliability(spec)
     return derived, problems, warnings
 
 
@@ -340,6 +341,23 @@ def _check_cluster_tools(spec: JobSpec) -> list[Problem]:
         if shutil.which(c.command[0]) is None:
             return [Problem("cluster.command", f"{c.command[0]!r} is not on PATH")]
     return []
+
+
+def _check_reliability(spec: JobSpec) -> list[Problem]:
+    c, out = spec.cluster, []
+    if c.max_requeues < 0:
+        out.append(Problem("cluster.max_requeues", f"must be >= 0, got {c.max_requeues}"))
+    if c.collective_timeout_s < 10:
+        out.append(Problem("cluster.collective_timeout_s", "must be >= 10 (seconds)"))
+    limit_s = c.time_min * 60 if c.time_min is not None else float("inf")
+    if c.kind == "slurm" and not 10 <= c.signal_delay_s < limit_s:
+        out.append(
+            Problem(
+                "cluster.signal_delay_s",
+                f"must be >= 10 s and below the time limit ({c.time_min} min), got {c.signal_delay_s}",
+            )
+        )
+    return out
 
 
 def _check_run_dir(spec: JobSpec) -> list[Problem]:

@@ -24,21 +24,51 @@ def run_dirs(paths: list[str]) -> list[RunDir]:
 
 
 def state(run: RunDir) -> str:
-    summary = run.summary()
-    if summary is not None:
-        return summary["status"].upper()
-    if not run.job_json.exists():
-        return "PLANNED"
-    job = json.loads(run.job_json.read_text())
+    """Slurm's state while the job is queued or running (a requeued job is running again,
+    whatever an earlier attempt wrote), else how summary.json says it ended."""
+    job = json.loads(run.job_json.read_text()) if run.job_json.exists() else {}
     if job.get("job_id"):
         try:
             live = squeue_state(job["job_id"])
         except (FileNotFoundError, RuntimeError):
             live = None
-        return live or "ENDED-WITHOUT-SUMMARY"
+        if live is not None:
+            return live
+    summary = run.summary()
+    if summary is not None:
+        return summary["status"].upper()
+    if not job:
+        return "PLANNED"
     if job.get("pid") and _pid_alive(job["pid"]):
         return "RUNNING"
     return "ENDED-WITHOUT-SUMMARY"
+
+
+def progress(run: RunDir) -> dict:
+    """Per run: requeues, the last valid checkpoint step (torch-free), the last metrics step,
+    and the failure class (summary.json's, or read from the logs of a run that ended without)."""
+    from launcher.checkpoints import last_step
+
+    summary = run.summary() or {}
+    engine = (
+        json.loads(run.plan_json.read_text()).get("engine", "") if run.plan_json.exists() else ""
+    )
+    rows = run.metrics()
+    failure = summary.get("failure_class")
+    if failure is None and not summary and run.job_json.exists() and state(run) in ENDED:
+        from launcher.node import diagnose
+
+        found = diagnose(run)
+        failure = found.failure_class if found else None
+    return {
+        "requeues": len(run.requeues()),
+        "checkpoint": last_step(run.output_dir, engine),
+        "metrics_step": rows[-1].get("step") if rows else None,
+        "failure_class": failure,
+    }
+
+
+ENDED = {"ENDED-WITHOUT-SUMMARY"}
 
 
 def cmd_status(runs: list[RunDir]) -> int:
@@ -46,10 +76,20 @@ def cmd_status(runs: list[RunDir]) -> int:
         job = json.loads(run.job_json.read_text()) if run.job_json.exists() else {}
         summary = run.summary() or {}
         ident = job.get("job_id") or job.get("pid") or "-"
+        p = progress(run)
+        extra = f" requeues={p['requeues']} checkpoint={_dash(p['checkpoint'])}"
+        extra += f" metrics_step={_dash(p['metrics_step'])}"
         loss = summary.get("final_loss")
-        extra = f" steps={summary.get('steps')} final_loss={loss:.4f}" if loss is not None else ""
+        if loss is not None:
+            extra += f" steps={summary.get('steps')} final_loss={loss:.4f}"
+        if p["failure_class"]:
+            extra += f" failure={p['failure_class']}"
         print(f"{state(run):<22} {ident!s:<10} {run.root}{extra}")
     return 0
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def cmd_logs(runs: list[RunDir], lines: int) -> int:

@@ -82,6 +82,9 @@ class Plan:
     slurm: Mapping[str, Any] | None
     time_limit: str | None
     warnings: tuple[str, ...]
+    reliability: Mapping[str, Any] | None = None
+    """cluster.max_requeues, signal_delay_s, collective_timeout_s, requeue_on_node_failure,
+    exclude_failed_nodes: what the node task and the sbatch teardown act on."""
     megatron: Mapping[str, Any] | None = None
     """engine=mindspeed: its Megatron layout record (engines/mindspeed plan_record)."""
     wrapper_argv: tuple[str, ...] | None = None
@@ -125,6 +128,7 @@ class Plan:
         out["slurm"] = self.slurm
         out["time_limit"] = self.time_limit
         out["warnings"] = list(self.warnings)
+        out["reliability"] = dict(self.reliability) if self.reliability is not None else None
         if self.megatron is not None:
             out["megatron"] = self.megatron
         if self.wrapper_argv is not None:
@@ -177,6 +181,7 @@ class Plan:
             slurm=r["slurm"],
             time_limit=r["time_limit"],
             warnings=tuple(r["warnings"]),
+            reliability=r.get("reliability"),
             megatron=megatron,
             wrapper_argv=tuple(wrapper) if wrapper is not None else None,
             memory_estimate=MemoryEstimate(**mem) if mem else None,
@@ -229,10 +234,14 @@ def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
         # None leaves the flag out: no --time is the partition's limit, no --wckey none
         "time": req.time_min,
         "wckey": req.wckey,
-        "signal_delay_s": 90,
+        "signal_delay_s": c.signal_delay_s,
         "stderr_to_stdout": True,
         "setup": _env_setup_lines(spec),
+        # one node's task failing ends the step at once instead of leaving the others to hang
         "srun_args": ["--kill-on-bad-exit=1"],
+        # after srun, on the batch host: when node 0 could not say how the job ended (a node
+        # or rank died, srun killed the rest), classify it and requeue or write the summary
+        "teardown": [f"{quote(after_srun_argv(spec, run))} --after-srun=$?"],
     }
     optional = {
         "partition": c.partition,
@@ -267,6 +276,37 @@ def sbatch_flags(params: dict[str, Any]) -> str:
     if params.get("time") is None:
         flags.append("(no --time: the partition's limit)")
     return " ".join(flags)
+
+
+def after_srun_argv(spec: JobSpec, run: RunDir) -> list[str]:
+    return [node_python(spec), "-u", "-m", "launcher.node", str(run.root)]
+
+
+def reliability_env(spec: JobSpec) -> dict[str, str]:
+    """Bound how long a dead rank can stall the others: collectives abort after
+    cluster.collective_timeout_s instead of waiting (NCCL's default: 30 min)."""
+    t = spec.cluster.collective_timeout_s
+    if spec.hw.accelerator != "npu":
+        return {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+    return {
+        "HCCL_ASYNC_ERROR_HANDLING": "1",
+        "HCCL_EXEC_TIMEOUT": str(t),
+        "HCCL_CONNECT_TIMEOUT": str(min(max(t, 120), 7200)),
+    }
+
+
+def _with_env(launch: NodeLaunch, defaults: dict[str, str]) -> NodeLaunch:
+    """`defaults` under the engine's env (an hw preset's own value wins)."""
+    return dataclasses.replace(launch, env={**defaults, **launch.env})
+
+
+RELIABILITY_KEYS = (
+    "max_requeues",
+    "signal_delay_s",
+    "collective_timeout_s",
+    "requeue_on_node_failure",
+    "exclude_failed_nodes",
+)
 
 
 def render_sbatch(spec: JobSpec, run: RunDir, python: str) -> str:
@@ -325,7 +365,10 @@ def make_plan(
     engine = get_engine(spec.model.engine)
     python = node_python(spec)
     files = {"config.yaml": config_yaml, **engine.files(spec, derived, run)}
-    nodes = tuple(engine.node_launch(spec, derived, run, r, python) for r in range(spec.nodes))
+    nodes = tuple(
+        _with_env(engine.node_launch(spec, derived, run, r, python), reliability_env(spec))
+        for r in range(spec.nodes)
+    )
     # the data pre-flight, when it runs on node 0, comes after the steps that build the model
     prepare = (*engine.prepare(spec, run, python), *data_steps)
     slurm = None
@@ -373,6 +416,7 @@ def make_plan(
             else "the partition's limit (no --time)"
         ),
         warnings=tuple(warnings),
+        reliability={k: getattr(spec.cluster, k) for k in RELIABILITY_KEYS},
         megatron=engine.plan_record(spec, derived) if m.engine == "mindspeed" else None,
         wrapper_argv=tuple(wrapper_argv(spec, run)) if spec.cluster.kind == "wrapper" else None,
         memory_estimate=None

@@ -75,6 +75,16 @@ class RunDir:
         """engine=xtuner: the base configs the rendered config inherits, copied as they were."""
         return self.root / "xtuner_base"
 
+    @property
+    def xtuner_resume_config(self) -> Path:
+        """A requeued XTuner attempt: xtuner_config.py plus resume=True, load_from=<newest>."""
+        return self.root / "xtuner_resume.py"
+
+    @property
+    def train_args_resume_json(self) -> Path:
+        """A requeued official-engine attempt: train_args.json plus resume_from_checkpoint."""
+        return self.root / "train_args.resume.json"
+
     # what dispatch and the nodes write
     @property
     def job_json(self) -> Path:
@@ -116,6 +126,33 @@ class RunDir:
     @property
     def prepared_marker(self) -> Path:
         return self.logs_dir / "prepared"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.root / "control"
+
+    @property
+    def stop_file(self) -> Path:
+        """Its existence asks every rank to save at the next step boundary and exit 75."""
+        return self.control_dir / "stop"
+
+    @property
+    def requeues_jsonl(self) -> Path:
+        """One JSON line per requeue: when, why, the step saved, what the next attempt resumes."""
+        return self.logs_dir / "requeues.jsonl"
+
+    def requeues(self) -> list[dict[str, Any]]:
+        if not self.requeues_jsonl.exists():
+            return []
+        lines = self.requeues_jsonl.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def add_requeue(self, event: dict[str, Any]) -> None:
+        self.requeues_jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with self.requeues_jsonl.open("a") as f:
+            f.write(json.dumps(event, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     @property
     def output_dir(self) -> Path:

@@ -273,6 +273,16 @@ class ClusterSpec:
     python: str | None = None
     """Python on the nodes; default: the one `setup` activates, else the launcher's own."""
     max_requeues: int = 3
+    """How often one run is requeued (time limit, preemption, node failure) before it stops."""
+    signal_delay_s: int = 90
+    """Slurm signals the job (USR2) this long before its time limit: the time to save and requeue."""
+    collective_timeout_s: int = 600
+    """A collective that waits longer fails the job (ddp_timeout, NCCL/HCCL/gloo timeouts): how
+    long a dead or hung node can stall the others."""
+    requeue_on_node_failure: bool = True
+    """Requeue (within max_requeues) when a node or rank dies, resuming from the last checkpoint."""
+    exclude_failed_nodes: bool = False
+    """On such a requeue, also keep the failed node out of the job (scontrol ExcNodeList)."""
     command: tuple[str, ...] = ()
     """wrapper: the site command; `{nodes}` is replaced, the payload is appended as one argument."""
 

@@ -72,7 +72,11 @@ TRAINING_ARGS = {
     "do_train",
     "evaluation_strategy",
     "group_by_length",
+    "ddp_timeout",
 }
+# Our trainer takes ddp_timeout and stop_file once its side of the reliability contract landed.
+TRAINER_STOPS = False
+
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
 
 
@@ -233,6 +237,12 @@ class InternVLEngine:
             "internvl_revision": m.internvl_revision,
             "system_message": self.system_message(spec),
         }
+        # the process-group timeout: a dead or hung rank fails the job after this long
+        args["ddp_timeout"] = spec.cluster.collective_timeout_s
+        # save at the next step boundary and exit 75 once this exists (requeue)
+        args["stop_file"] = str(run.stop_file)
+        if not self.official and not TRAINER_STOPS:
+            del args["ddp_timeout"], args["stop_file"]
         args.update(spec.engine_args)
         if self.official:
             rev = spec.model.internvl_revision
@@ -297,6 +307,24 @@ class InternVLEngine:
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     # on the node ---------------------------------------------------------------------
+    def resume_argv(self, run: RunDir, argv: list[str]) -> tuple[list[str], str | None]:
+        """Ours resumes by itself. The official script: its shipped scripts disable HF's
+        auto-resume, so a requeued attempt names the newest checkpoint
+        (`resume_from_checkpoint`, in a copy of the arguments: the script reads one JSON)."""
+        if not self.official:
+            return argv, None
+        from launcher.checkpoints import newest_hf_checkpoint
+
+        newest = newest_hf_checkpoint(run.output_dir)
+        if newest is None:
+            return argv, None
+        args = json.loads(run.train_args_json.read_text())
+        args["resume_from_checkpoint"] = str(newest)
+        run.train_args_resume_json.write_text(_dump(args))
+        target = str(run.train_args_resume_json)
+        argv = [target if a == str(run.train_args_json) else a for a in argv]
+        return argv, f"resuming from {newest} (--resume_from_checkpoint)"
+
     def outcome(self, run: RunDir, returncode: int) -> Outcome:
         if returncode != 0:
             return Outcome(False, f"training exited with status {returncode}")

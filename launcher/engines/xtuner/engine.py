@@ -24,6 +24,7 @@ from launcher.engines.xtuner.render import (
     base_stem,
     image_tokens,
     overrides,
+    render_resume_config,
     render_xtuner_config,
 )
 from launcher.rundir import RunDir
@@ -133,6 +134,18 @@ class XTunerEngine:
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     # on the node ---------------------------------------------------------------------
+    def resume_argv(self, run: RunDir, argv: list[str]) -> tuple[list[str], str | None]:
+        """A requeued attempt resumes from the newest iter_*.pth (render_resume_config)."""
+        from launcher.checkpoints import newest_xtuner_checkpoint
+
+        newest = newest_xtuner_checkpoint(run.output_dir)
+        if newest is None:
+            return argv, None
+        run.xtuner_resume_config.write_text(render_resume_config(run.xtuner_config, newest))
+        argv = [str(run.xtuner_resume_config) if a == str(run.xtuner_config) else a for a in argv]
+        name = run.xtuner_resume_config.name
+        return argv, f"resuming from {newest} (resume=True, load_from in {name})"
+
     def outcome(self, run: RunDir, returncode: int) -> Outcome:
         return finalizing.outcome(run, returncode)
 

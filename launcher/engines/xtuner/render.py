@@ -37,6 +37,7 @@ _COMMON = {
     "save_total_limit": ["default_hooks.checkpoint.max_keep_ckpts"],
     "log_interval": ["default_hooks.logger.interval"],
     "dist_backend": ["env_cfg.dist_cfg.backend"],
+    "dist_timeout": ["env_cfg.dist_cfg.timeout"],
     "seed": ["randomness.seed"],
 }
 RECIPES: dict[str, dict[str, list[str]]] = {
@@ -76,6 +77,24 @@ BASES = {
 }
 SCHEDULE_KEYS = ("max_iters", "max_epochs", "warmup_ratio")
 THROUGHPUT_KEYS = ("hidden_size", "num_layers", "vocab_size", "mlp_ratio")
+
+
+def render_resume_config(config: Path, checkpoint: Path) -> str:
+    """A requeued attempt's config: the run's own, plus mmengine's `resume = True` and
+    `load_from = <checkpoint>` (what `xtuner train --resume` sets)."""
+    return "\n".join(
+        [
+            f"# A requeued attempt: {config.name} resumed from the newest checkpoint.",
+            "from mmengine.config import read_base",
+            "",
+            "with read_base():",
+            f"    from .{config.stem} import *  # noqa: F403",
+            "",
+            "resume = True",
+            f"load_from = {str(checkpoint)!r}",
+            "",
+        ]
+    )
 
 
 def base_stem(base: str) -> str:
@@ -198,6 +217,8 @@ def overrides(spec: JobSpec, derived: Derived) -> dict[str, Any]:
         "save_total_limit": spec.save_total_limit,
         "log_interval": acc,  # one record per optimizer step
         "dist_backend": spec.hw.dist_backend,
+        # seconds; mmengine turns it into the process group's timeout
+        "dist_timeout": spec.cluster.collective_timeout_s,
         "seed": spec.seed,
         "data_path": d.json_path,
         "image_folder": d.image_folder,

@@ -20,3 +20,7 @@ export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
 # command
 export SUBMITIT_EXECUTOR=slurm
 srun --unbuffered --output <TMP>/run/submitit/%j_%t_log.out --kill-on-bad-exit=1 '/opt/ms env/bin/python' -u -m submitit.core._submit <TMP>/run/submitit
+
+
+# teardown
+'/opt/ms env/bin/python' -u -m launcher.node <TMP>/run --after-srun=$?

@@ -24,3 +24,7 @@ export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
 # command
 export SUBMITIT_EXECUTOR=slurm
 srun --unbuffered --output <TMP>/run/submitit/%j_%t_log.out --kill-on-bad-exit=1 /share/envs/internvl/bin/python -u -m submitit.core._submit <TMP>/run/submitit
+
+
+# teardown
+/share/envs/internvl/bin/python -u -m launcher.node <TMP>/run --after-srun=$?

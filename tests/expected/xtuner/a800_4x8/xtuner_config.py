@@ -15,6 +15,7 @@ default_hooks.checkpoint.interval = 200
 default_hooks.checkpoint.max_keep_ckpts = 1
 default_hooks.logger.interval = 1
 env_cfg.dist_cfg.backend = 'nccl'
+env_cfg.dist_cfg.timeout = 600
 randomness.seed = 42
 model.llm.pretrained_model_name_or_path = '/mnt/models/internlm2-chat-20b'
 train_dataloader.dataset.tokenizer.pretrained_model_name_or_path = '/mnt/models/internlm2-chat-20b'

@@ -1,0 +1,203 @@
+"""Reliability, the pure parts: checkpoint validity, resume rendering, requeue bookkeeping,
+status fields and the sbatch teardown's verdict (the Slurm fault runs: test_faults.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher.checkpoints import (
+    invalid_checkpoints,
+    last_valid_step,
+    newest_hf_checkpoint,
+    newest_xtuner_checkpoint,
+)
+from launcher.engines.internvl import TRAINER_STOPS
+from launcher.node import after_srun, requeue_kind
+from launcher.rundir import RunDir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_ckpt(out: Path, step: int, files=None, marker=True) -> Path:
+    d = out / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    files = files or {"model.safetensors": b"x" * 10, "ds/state.pt": b"y" * 3}
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    if marker:
+        sizes = {rel: len(data) for rel, data in files.items()}
+        (d / "COMPLETE.json").write_text(json.dumps({"step": step, "files": sizes}))
+    return d
+
+
+def test_complete_json_rule(tmp_path: Path):
+    out = tmp_path / "output"
+    make_ckpt(out, 5)
+    make_ckpt(out, 10)
+    assert last_valid_step(out) == 10
+    (out / "checkpoint-10" / "model.safetensors").write_bytes(b"x" * 4)  # truncated
+    make_ckpt(out, 15, marker=False)  # a save that never finished
+    (out / "checkpoint-20.tmp-abc").mkdir()
+    assert last_valid_step(out) == 5
+    why = dict((p.name, r) for p, r in invalid_checkpoints(out))
+    assert "4 bytes" in why["checkpoint-10"] and "no COMPLETE.json" in why["checkpoint-15"]
+    assert last_valid_step(tmp_path / "nothing") is None
+
+
+def test_newest_hf_and_xtuner_checkpoints(tmp_path: Path):
+    out = tmp_path / "o"
+    for n, complete in ((2, True), (4, False)):
+        d = out / f"checkpoint-{n}"
+        d.mkdir(parents=True)
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+            (d / "latest").write_text("global_step2")
+    assert newest_hf_checkpoint(out).name == "checkpoint-2"
+    (out / "iter_8.pth").mkdir()
+    (out / "iter_8.pth" / "mp_rank_00_model_states.pt").write_bytes(b"1")
+    (out / "iter_16.pth").mkdir()  # empty: an interrupted DeepSpeed save
+    assert newest_xtuner_checkpoint(out).name == "iter_8.pth"
+
+
+def test_time_limit_or_preemption_as_submitit_decides():
+    # 2-minute limit: any signal counts as the time limit (limit - 10 min < 0)
+    assert requeue_kind(0, 2, now=30) == "time_limit"
+    # 3-day limit: a signal after one hour is a preemption
+    assert requeue_kind(0, 4320, now=3600) == "preempted"
+    assert requeue_kind(0, 4320, now=4320 * 60 - 90) == "time_limit"
+
+
+def plan_run(tmp_path: Path, *args: str) -> RunDir:
+    run_dir = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "launch.py", "dry_run=true", f"run_dir={run_dir}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return RunDir(run_dir)
+
+
+def test_plan_renders_signal_timeouts_and_stop_file(tmp_path: Path):
+    run = plan_run(
+        tmp_path,
+        "cluster=slurm",
+        "hw=a800",
+        "nodes=2",
+        "model=internvl2_1b",
+        "cluster.signal_delay_s=240",
+        "cluster.collective_timeout_s=120",
+    )
+    sbatch = run.sbatch_sh.read_text()
+    assert "#SBATCH --signal=USR2@240" in sbatch
+    assert "--kill-on-bad-exit=1" in sbatch
+    assert "-m launcher.node" in sbatch.split("# teardown")[1] and "--after-srun=$?" in sbatch
+    args = json.loads(run.train_args_json.read_text())
+    if TRAINER_STOPS:
+        assert args["ddp_timeout"] == 120 and args["stop_file"] == str(run.stop_file)
+    plan = json.loads(run.plan_json.read_text())
+    assert plan["node_launch"][1]["env"]["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+    assert plan["reliability"]["collective_timeout_s"] == 120
+
+
+def test_bad_reliability_settings_are_refused(tmp_path: Path):
+    r = subprocess.run(
+        [sys.executable, "launch.py", "dry_run=true", f"run_dir={tmp_path / 'r'}",
+         "cluster=slurm", "hw=a800", "model=internvl2_1b", "cluster.time_min=1",
+         "cluster.signal_delay_s=90", "cluster.collective_timeout_s=1"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "cluster.signal_delay_s" in r.stderr and "cluster.collective_timeout_s" in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_official_engine_resumes_from_the_newest_checkpoint(tmp_path: Path):
+    from launcher.engines import get_engine
+
+    run = plan_run(
+        tmp_path, "model=internvl2_1b", "model.engine=internvl_official",
+        f"model.internvl_root={tmp_path}", "data=ui_dataset", "hw=h100", "cluster=slurm",
+    )  # fmt: skip
+    engine = get_engine("internvl_official")
+    argv = ["torchrun", "x.py", str(run.train_args_json)]
+    assert engine.resume_argv(run, argv) == (argv, None)
+    d = run.output_dir / "checkpoint-6"
+    (d / "global_step6").mkdir(parents=True)
+    (d / "trainer_state.json").write_text("{}")
+    new, note = engine.resume_argv(run, argv)
+    assert new[-1] == str(run.train_args_resume_json) and "checkpoint-6" in note
+    args = json.loads(run.train_args_resume_json.read_text())
+    assert args["resume_from_checkpoint"] == str(d)
+    assert args["overwrite_output_dir"] is False
+
+
+XTUNER_PY = REPO / ".venv-xtuner" / "bin" / "python"
+
+
+@pytest.mark.skipif(not XTUNER_PY.exists(), reason="no .venv-xtuner")
+def test_xtuner_resume_config_as_mmengine_loads_it(tmp_path: Path):
+    from launcher.engines import get_engine
+
+    run = plan_run(tmp_path, "model=tiny_llava", "cluster=local", "hw=cpu")
+    (run.output_dir / "iter_4.pth").mkdir(parents=True)
+    (run.output_dir / "iter_4.pth" / "model.pt").write_bytes(b"1")
+    argv = ["xtuner", "train", str(run.xtuner_config), "--work-dir", str(run.output_dir)]
+    new, note = get_engine("xtuner").resume_argv(run, argv)
+    assert new[2] == str(run.xtuner_resume_config) and "iter_4.pth" in note
+    code = (
+        "import sys; from mmengine.config import Config; c = Config.fromfile(sys.argv[1]); "
+        "print(c.resume, c.load_from, c.train_dataloader.batch_size, c.env_cfg.dist_cfg.timeout)"
+    )
+    out = subprocess.run(
+        [str(XTUNER_PY), "-c", code, str(run.xtuner_resume_config)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    resume, load_from, batch, timeout = out.stdout.split()
+    want_batch = json.loads(run.plan_json.read_text())["per_device_batch_size"]
+    assert (resume, load_from, int(batch)) == (
+        "True",
+        str(run.output_dir / "iter_4.pth"),
+        want_batch,
+    )
+    assert (
+        int(timeout) == json.loads(run.plan_json.read_text())["reliability"]["collective_timeout_s"]
+    )
+
+
+def test_teardown_names_the_failed_node_and_status_shows_it(tmp_path: Path, monkeypatch):
+    run = plan_run(
+        tmp_path, "cluster=slurm", "hw=cpu", "nodes=2", "cluster.requeue_on_node_failure=false"
+    )
+    run.submitit_dir.mkdir()
+    (run.submitit_dir / "41_0_log.out").write_text(
+        "srun: error: node2: task 1: Killed\nsrun: Terminating StepId=41.0\n"
+    )
+    run.node_log(0).write_text("[default0]:{'loss': 2.0}\n")
+    make_ckpt(run.output_dir, 5)
+    run.metrics_jsonl.write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4, 5, 6, 7))
+    )
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    assert after_srun(str(run.root), 137) == 137
+    s = run.summary()
+    assert s["status"] == "failed" and s["failure_class"] == "node_failure"
+    assert "node2" in s["reason"] and s["failure_node"] == "node2"
+    assert s["action"] == "stopped: requeue_on_node_failure is off" and s["requeues"] == 0
+    (run.job_json).write_text(json.dumps({"kind": "local", "pid": 999999999}))
+    out = subprocess.run(
+        [sys.executable, "launch.py", "status", str(run.root)], cwd=REPO, capture_output=True,
+        text=True, env={**os.environ},
+    )  # fmt: skip
+    line = out.stdout.strip()
+    assert line.startswith("FAILED"), out
+    for part in ("requeues=0", "checkpoint=5", "metrics_step=7", "failure=node_failure"):
+        assert part in line, line
