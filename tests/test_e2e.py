@@ -241,7 +241,7 @@ def test_a_failed_job_exits_nonzero_and_says_so(tmp_path: Path, cache_dir: Path)
     assert r.returncode != 0
     assert "no_such_argument" in (run_dir / "logs" / "node0.log").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed" and "status" in summary["reason"]
+    assert summary["status"] == "failed" and "no_such_argument" in summary["reason"]
     assert not (run_dir / "metrics.jsonl").exists() or summary["steps"] == 0
     status = launch("status", str(run_dir))
     assert status.stdout.startswith("FAILED")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from launcher import compose as composing
+from launcher import site
 from launcher.pipeline import plan_from_config, run
 from launcher.plan import REPO, Plan
 from launcher.rundir import RunDir
@@ -21,6 +22,12 @@ from launcher.spec import ConfigError
 
 EXPECTED = Path(__file__).parent / "expected" / "plan"
 PYTHON = "/opt/vlm env/bin/python"
+
+
+@pytest.fixture(autouse=True)
+def no_site_probe(monkeypatch):
+    """Saved copies must not depend on the Slurm of the machine running the tests."""
+    monkeypatch.setattr(site, "partition_info", lambda *a, **k: None)
 
 
 def hydra_quote(text: str) -> str:

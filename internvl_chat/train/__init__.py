@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         args = read_args(argv[0])
         run(args)
     except ArgsError as e:
-        print(f"internvl_chat.train: bad arguments:\n{e}", file=sys.stderr)
+        # one line, so the launcher's failure reason carries the offending setting
+        problems = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+        print(f"internvl_chat.train: bad arguments: {problems}", file=sys.stderr)
         return 2
     return 0
