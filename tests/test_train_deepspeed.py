@@ -125,7 +125,8 @@ def test_zero2_original_internlm2_trains_and_writes_the_contract(assets, tmp_pat
 
     out = Path(args["output_dir"])
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-8"]  # limit 1
-    assert not list(out.glob(".tmp-*"))
+    assert not list(out.glob("checkpoint-*.tmp-*"))
+    assert (out / "checkpoint-8" / "COMPLETE.json").exists()
     assert list((out / "runs").rglob("events.out.tfevents.*"))
     assert detect_layout(out) == "original" and (out / "tokenizer.model").exists()
     trained = load_model(out)

@@ -16,6 +16,7 @@ _TORCH_SIDE = {
     "TrainDataset": "internvl_chat.data.dataset",
     "PackedDataset": "internvl_chat.data.dataset",
     "LengthGroupedSampler": "internvl_chat.data.sampler",
+    "ResumableSampler": "internvl_chat.data.sampler",
 }
 
 __all__ = ["DataConfig", "find_grid", "num_image_token", "tile_image", *_TORCH_SIDE]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 
@@ -70,3 +72,25 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         bs, ws = self.batch_size, self.world_size
         mine = [i for k in range(self.rank, total // bs, ws) for i in order[k * bs : (k + 1) * bs]]
         return iter(mine)
+
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """A per-epoch sampler (DistributedSampler, LengthGroupedSampler) that can start an epoch
+    part-way, for an exact resume: ``set_epoch(epoch, start)`` skips the first ``start``
+    indices of that epoch's order without loading them. The length stays the full epoch's, so
+    the number of steps per epoch does not change on resume.
+    """
+
+    def __init__(self, base):
+        self.base = base
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.base), self.start, None)

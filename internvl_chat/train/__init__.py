@@ -7,8 +7,14 @@ ARGS.json is one flat object with the official argument names (docs/DESIGN.md, "
 internvl_chat.train"). Outputs: HF-Trainer-style log lines on stdout (rank 0),
 ``metrics_file`` JSON Lines (one object per optimizer step), TensorBoard events under
 ``output_dir/runs``, ``output_dir/checkpoint-N`` every ``save_steps``, and the final model in
-``output_dir`` in the layout it was loaded from. Exit code 0 only when training finished;
-2 for bad arguments.
+``output_dir`` in the layout it was loaded from.
+
+Reliability (docs/DESIGN.md, contract with the launcher): the run always resumes from the
+newest valid checkpoint in ``output_dir`` (or ``resume_from_checkpoint``); on a stop request
+(``stop_file`` exists, or SIGUSR1) every rank saves at the next optimizer step and the process
+exits 75. Exit codes: 0 finished all steps, 75 saved on request (requeue), 2 bad arguments,
+1 any other failure (a checkpoint that cannot be written prints
+``[train] error: cannot write checkpoint PATH: REASON``).
 
 Modules: ``args`` (the contract, torch-free), ``schedule``, ``build`` (model, data,
 optimizer), ``distributed``, ``checkpointing``, ``metrics`` and ``trainer`` (the loop).
@@ -35,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or not argv[0].endswith(".json"):
         print("usage: python -m internvl_chat.train ARGS.json", file=sys.stderr)
         return 2
+    from internvl_chat.train.checkpointing import CheckpointWriteError
+    from internvl_chat.train.stop import EXIT_REQUEUE, StopRequested
+
     try:
         args = read_args(argv[0])
         run(args)
@@ -43,4 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
         print(f"internvl_chat.train: bad arguments: {problems}", file=sys.stderr)
         return 2
+    except StopRequested:
+        return EXIT_REQUEUE
+    except CheckpointWriteError as e:
+        print(f"[train] error: {e}", file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -96,6 +96,10 @@ class TrainArgs:
     save_strategy: str = "steps"
     save_steps: float = 500
     save_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None
+    """A checkpoint folder to resume from instead of the newest valid one in output_dir."""
+    ddp_timeout: int = 1800
+    """Seconds a collective may wait (the process-group timeout, gloo and NCCL)."""
     evaluation_strategy: str = "no"
     eval_strategy: str | None = None
     eval_steps: float | None = None
@@ -107,6 +111,9 @@ class TrainArgs:
     report_to: str | list = "tensorboard"
     # ours
     metrics_file: str | None = None
+    stop_file: str | None = None
+    """When this file exists (or a rank gets SIGUSR1), every rank saves a checkpoint at the next
+    optimizer step and the trainer exits with 75 for the launcher to requeue."""
     eval_meta_path: str | None = None
     max_bad_sample_ratio: float = 0.05
     internvl_revision: str = "head"
@@ -144,7 +151,7 @@ def parse_args(raw: dict, source: str = "ARGS.json") -> TrainArgs:
     if a.model_name_or_path is None and not (a.vision_path and a.llm_path):
         problems.append(f"{source}: set model_name_or_path, or both vision_path and llm_path")
     for k in ("model_name_or_path", "vision_path", "llm_path", "mlp_path", "meta_path",
-              "deepspeed", "eval_meta_path"):  # fmt: skip
+              "deepspeed", "eval_meta_path", "resume_from_checkpoint"):  # fmt: skip
         v = getattr(a, k)
         if v is not None and not Path(v).exists():
             problems.append(f"{source}: {k} {v!r} does not exist")
@@ -164,6 +171,8 @@ def parse_args(raw: dict, source: str = "ARGS.json") -> TrainArgs:
         )
     if a.max_steps <= 0 and a.num_train_epochs <= 0:
         problems.append(f"{source}: set max_steps > 0 or num_train_epochs > 0")
+    if a.ddp_timeout <= 0:
+        problems.append(f"{source}: ddp_timeout must be > 0 seconds, got {a.ddp_timeout}")
     if a.save_strategy not in ("steps", "no", "epoch"):
         problems.append(f"{source}: save_strategy {a.save_strategy!r}: expected steps, epoch or no")
     if problems:

@@ -68,14 +68,26 @@ def build_model(a: TrainArgs):
 class Data:
     train_ds: object
     eval_ds: object | None
-    sampler: object
+    sampler: object  # a ResumableSampler
     loader: object
+    seed: int
+
+    def start_epoch(self, epoch: int, start_batch: int = 0):
+        """An iterator over ``epoch``'s micro-batches from ``start_batch`` on (resume)."""
+        self.sampler.set_epoch(epoch, start_batch * self.loader.batch_size)
+        self.loader.generator.manual_seed(self.seed + epoch)
+        return iter(self.loader)
 
 
 def build_data(a: TrainArgs, model, tokenizer, rank: int, world: int) -> Data:
     import torch
 
-    from internvl_chat.data import DataConfig, LengthGroupedSampler, build_train_dataset
+    from internvl_chat.data import (
+        DataConfig,
+        LengthGroupedSampler,
+        ResumableSampler,
+        build_train_dataset,
+    )
 
     data_cfg = DataConfig.from_any(
         dataclasses.asdict(a), patch_size=model.config.vision_config.patch_size, seed=a.seed
@@ -102,15 +114,19 @@ def build_data(a: TrainArgs, model, tokenizer, rank: int, world: int) -> Data:
     collate = getattr(train_ds, "collate", None) or getattr(
         getattr(train_ds, "base", None), "collate", None
     )
+    sampler = ResumableSampler(sampler)
     loader = torch.utils.data.DataLoader(
         train_ds,
         batch_size=a.per_device_train_batch_size,
         sampler=sampler,
+        # Its own generator, reseeded each epoch: worker seeds do not depend on where in the
+        # run the loader was started, nor draw from the global RNG that dropout uses.
+        generator=torch.Generator(),
         collate_fn=collate,
         num_workers=a.dataloader_num_workers,
         drop_last=False,
     )
-    return Data(train_ds, eval_ds, sampler, loader)
+    return Data(train_ds, eval_ds, sampler, loader, a.seed)
 
 
 def build_optimizer(a: TrainArgs, model, opt_params: dict):

@@ -42,14 +42,19 @@ def isolate_extension_builds() -> None:
 class Dist:
     """This rank's place in the job and the collectives the loop needs."""
 
-    def __init__(self):
+    def __init__(self, timeout_s: float = 1800):
+        from datetime import timedelta
+
         import deepspeed
         import torch
         import torch.distributed as dist
 
         single_process_env()
         cuda = torch.cuda.is_available()
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        # The timeout bounds how long a collective waits for a dead or hung rank (ddp_timeout).
+        deepspeed.init_distributed(
+            dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
         self.torch, self.dist = torch, dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))

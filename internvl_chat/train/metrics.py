@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -72,25 +73,68 @@ def step_record(step: int, t: dict, *, lr: float, epoch: float, grad_norm: float
     }
 
 
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep the records with ``step <= step`` (atomically); return how many were dropped.
+
+    A resumed run then appends from ``step + 1``, so every step is in the file exactly once;
+    a line cut short by a crash is dropped with the rest.
+    """
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and int(rec["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return dropped
+
+
 class Reporter:
     """Rank 0's outputs: stdout lines, the metrics file and TensorBoard (others: no-ops)."""
 
     def __init__(self, is_main: bool, out: Path, report_to: str | list):
-        self.is_main = is_main
+        self.is_main, self.out = is_main, out
         self.metrics = None
         self.writer = None
         report = report_to if isinstance(report_to, list) else [report_to]
-        if is_main and "tensorboard" in report:
-            from torch.utils.tensorboard import SummaryWriter
-
-            stamp = time.strftime("%b%d_%H-%M-%S")
-            self.writer = SummaryWriter(str(out / "runs" / f"{stamp}_{socket.gethostname()}"))
+        self.tensorboard = is_main and "tensorboard" in report
         self.loss_since_log, self.steps_since_log = 0.0, 0
 
-    def open_metrics(self, path: str | None) -> None:
-        if self.is_main and path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    def start(self, metrics_file: str | None, step: int) -> None:
+        """Open the outputs for a run that continues after ``step`` (0: from the start).
+
+        Earlier records past ``step`` (an attempt that went on after its last checkpoint)
+        are dropped from the metrics file and purged from TensorBoard, whose newest folder
+        under ``output_dir/runs`` is reused.
+        """
+        if not self.is_main:
+            return
+        if metrics_file:
+            path = Path(metrics_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            truncate_metrics(path, step)
             self.metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            runs = self.out / "runs"
+            earlier = (
+                sorted(runs.glob("*"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+            )
+            if earlier:
+                self.writer = SummaryWriter(str(earlier[-1]), purge_step=step + 1)
+            else:
+                stamp = time.strftime("%b%d_%H-%M-%S")
+                self.writer = SummaryWriter(str(runs / f"{stamp}_{socket.gethostname()}"))
 
     def log(self, obj: dict) -> None:
         if self.is_main:

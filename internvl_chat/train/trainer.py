@@ -18,6 +18,7 @@ from internvl_chat.train.build import build_data, build_model, build_optimizer
 from internvl_chat.train.checkpointing import Checkpointer
 from internvl_chat.train.distributed import Dist
 from internvl_chat.train.metrics import Reporter, StepAcc, step_record
+from internvl_chat.train.stop import StopRequested, StopWatch
 
 
 class Trainer:
@@ -28,7 +29,9 @@ class Trainer:
         import torch
 
         self.a, self.torch = a, torch
-        self.dist = d = Dist()
+        # First, so that a SIGUSR1 while the model loads is a request, not the default (exit).
+        self.stop = StopWatch(a.stop_file)
+        self.dist = d = Dist(a.ddp_timeout)
         ds = ds_config(a, d.world)
         opt_params = ds.pop("_optimizer_params")
         self.out = Path(a.output_dir)
@@ -58,6 +61,7 @@ class Trainer:
             save_total_limit=a.save_total_limit,
         )  # fmt: skip
         self.global_step = 0
+        self.epoch, self.batch_in_epoch = 0, 0  # data position: micro-batches of this epoch
         self.report = Reporter(d.is_main, self.out, a.report_to)
 
     @property
@@ -81,17 +85,41 @@ class Trainer:
             self.engine.module.language_model.eval()
 
     def maybe_resume(self) -> int:
-        """Load the newest complete checkpoint unless overwrite_output_dir; return its step."""
-        if self.a.overwrite_output_dir:
+        """Restore the newest valid checkpoint (unless overwrite_output_dir); return its step.
+
+        Weights, optimizer, scheduler and each rank's RNG come from the checkpoint, the data
+        position from its trainer_state.json, so the run continues with the samples and the
+        random numbers the uninterrupted run would have used.
+        """
+        a = self.a
+        self.ckpt.remove_stale_temporaries()
+        if a.overwrite_output_dir and not a.resume_from_checkpoint:
             return 0
-        found = self.ckpt.resume()
+        found = self.ckpt.resume(a.resume_from_checkpoint)
         if found is None:
             return 0
-        step, path = found
+        step, path, state = found
         schedule.reapply_schedule(self.scheduler, self.optimizer)
         self.global_step = step
+        data = state.get("data")
+        if data is None:  # written before the data position was saved: count micro-batches
+            consumed = step * a.gradient_accumulation_steps
+            data = {"epoch": consumed // len(self.data.loader)}
+            data["batches"] = consumed - data["epoch"] * len(self.data.loader)
+        self.epoch, self.batch_in_epoch = data["epoch"], data["batches"]
+        if self.dist.is_main:
+            print(f"[train] resuming from {path} (step {step})", flush=True)
         self.report.log({"resumed_from": str(path), "global_step": step})
         return step
+
+    def save(self) -> Path:
+        bs = self.a.per_device_train_batch_size
+        return self.ckpt.save(self.global_step, {
+            "global_step": self.global_step,
+            "epoch": self.epoch_float,
+            "data": {"epoch": self.epoch, "batches": self.batch_in_epoch,
+                     "samples": self.batch_in_epoch * bs * self.dist.world},
+        })  # fmt: skip
 
     def evaluate(self) -> float:
         torch, ds = self.torch, self.data.eval_ds
@@ -118,18 +146,14 @@ class Trainer:
         return total / max(count, 1.0)
 
     def train(self) -> dict:
+        """Step until ``total_steps``; raises StopRequested after saving on a stop request."""
         a, rep = self.a, self.report
-        ga = a.gradient_accumulation_steps
         start = self.maybe_resume()
-        micro_per_epoch = len(self.data.loader)
-        skip = start * ga  # micro-batches already consumed
-        epoch = skip // micro_per_epoch
-        skip -= epoch * micro_per_epoch
-        logging_steps = schedule.every(a.logging_steps, self.total_steps)
-        save_steps = schedule.every(a.save_steps, self.total_steps)
+        rep.start(a.metrics_file, start)
+        every = {k: schedule.every(v, self.total_steps) for k, v in (
+            ("log", a.logging_steps), ("save", a.save_steps),
+            ("eval", a.eval_steps or a.logging_steps))}  # fmt: skip
         eval_strategy = a.eval_strategy or a.evaluation_strategy
-        eval_steps = schedule.every(a.eval_steps or a.logging_steps, self.total_steps)
-        rep.open_metrics(a.metrics_file)
         self._train_mode()
         t_start = time.time()
         loss_sum, steps_done = 0.0, 0
@@ -137,16 +161,13 @@ class Trainer:
         last_eval = -1
         img_id = self.engine.module.img_context_token_id
         while self.global_step < self.total_steps:
-            self.data.sampler.set_epoch(epoch)
-            it = iter(self.data.loader)
-            for _ in range(skip):
-                next(it, None)
-            skip = 0
+            it = self.data.start_epoch(self.epoch, self.batch_in_epoch)
             while self.global_step < self.total_steps:
                 t0 = time.time()
                 batch = next(it, None)
                 if batch is None:
                     break
+                self.batch_in_epoch += 1
                 batch = self._batch_to_device(batch)
                 acc.data_time += time.time() - t0
                 acc.start = acc.start or t0
@@ -169,10 +190,10 @@ class Trainer:
                 loss_sum += rec["loss"]
                 steps_done += 1
                 last = self.global_step == self.total_steps
-                rep.step(rec, log_now=self.global_step % logging_steps == 0 or last)
-                do_save = a.save_strategy == "steps" and self.global_step % save_steps == 0
+                rep.step(rec, log_now=self.global_step % every["log"] == 0 or last)
+                do_save = a.save_strategy == "steps" and self.global_step % every["save"] == 0
                 do_eval = self.data.eval_ds is not None and (
-                    do_save or (eval_strategy == "steps" and self.global_step % eval_steps == 0)
+                    do_save or (eval_strategy == "steps" and self.global_step % every["eval"] == 0)
                 )
                 if do_eval:
                     last_eval = self.global_step
@@ -180,11 +201,24 @@ class Trainer:
                     rep.eval(rec["eval_loss"], rec["epoch"], self.global_step)
                 rep.write(rec)
                 if do_save:
-                    self.ckpt.save(self.global_step, self.epoch_float)
-            epoch += 1
+                    self.save()
+                if not last and self.stop.requested(self.dist):
+                    self._stop(saved=do_save)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             if a.save_strategy == "epoch" and self.global_step < self.total_steps:
-                self.ckpt.save(self.global_step, self.epoch_float)
+                self.save()
         return self._finish(time.time() - t_start, loss_sum, steps_done, last_eval)
+
+    def _stop(self, saved: bool) -> None:
+        """Every rank: save this step (unless just saved), then leave the loop for a requeue."""
+        path = self.out / f"checkpoint-{self.global_step}" if saved else self.save()
+        step = self.global_step
+        if self.dist.is_main:
+            print(f"[train] stop requested: saved checkpoint-{step} at step {step}; "
+                  "exiting for requeue", flush=True)  # fmt: skip
+        self.report.close()
+        self.dist.barrier()  # leave together: torchrun stops the others once one rank exits
+        raise StopRequested(step, path)
 
     def _finish(self, runtime: float, loss_sum: float, steps_done: int, last_eval: int) -> dict:
         import json
