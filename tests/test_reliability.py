@@ -15,7 +15,6 @@ from launcher.checkpoints import (
     newest_hf_checkpoint,
     newest_xtuner_checkpoint,
 )
-from launcher.engines.internvl import TRAINER_STOPS
 from launcher.node import after_srun, requeue_kind
 from launcher.rundir import RunDir
 
@@ -99,8 +98,7 @@ def test_plan_renders_signal_timeouts_and_stop_file(tmp_path: Path):
     assert "--kill-on-bad-exit=1" in sbatch
     assert "-m launcher.node" in sbatch.split("# teardown")[1] and "--after-srun=$?" in sbatch
     args = json.loads(run.train_args_json.read_text())
-    if TRAINER_STOPS:
-        assert args["ddp_timeout"] == 120 and args["stop_file"] == str(run.stop_file)
+    assert args["ddp_timeout"] == 120 and args["stop_file"] == str(run.stop_file)
     plan = json.loads(run.plan_json.read_text())
     assert plan["node_launch"][1]["env"]["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
     assert plan["reliability"]["collective_timeout_s"] == 120

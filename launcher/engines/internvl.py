@@ -74,8 +74,6 @@ TRAINING_ARGS = {
     "group_by_length",
     "ddp_timeout",
 }
-# Our trainer takes ddp_timeout and stop_file once its side of the reliability contract landed.
-TRAINER_STOPS = False
 
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
 
@@ -241,8 +239,6 @@ class InternVLEngine:
         args["ddp_timeout"] = spec.cluster.collective_timeout_s
         # save at the next step boundary and exit 75 once this exists (requeue)
         args["stop_file"] = str(run.stop_file)
-        if not self.official and not TRAINER_STOPS:
-            del args["ddp_timeout"], args["stop_file"]
         args.update(spec.engine_args)
         if self.official:
             rev = spec.model.internvl_revision
