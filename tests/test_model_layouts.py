@@ -280,3 +280,38 @@ def test_packed_rows_keep_attention_inside_each_sample(tiny, tmp_path):
 
 def model_tokenizer(model):
     return load_tokenizer(model.tokenizer_dir)
+
+
+def test_training_loss_and_grads_equal_the_full_logits_path(tiny, tmp_path):
+    """Training mode runs the LM head on supervised positions only, packed rows use
+    per-sample attention, text-only samples skip the ViT: the loss and the gradients are
+    those of the plain path (eval-mode loss over full logits, dense block mask)."""
+    from internvl_chat.data import DataConfig, build_train_dataset
+    from internvl_chat.tools.make_synthetic import make_synthetic
+
+    make_synthetic(tmp_path / "data", num_samples=24, num_eval=0, seed=1)
+    model = _load(tiny[("internlm2", "original")])
+    cfg = DataConfig.from_any(
+        conv_style="internlm2-chat", max_seq_length=256, force_image_size=56,
+        max_dynamic_patch=2, use_packed_ds=True, max_packed_tokens=400, system_message="Hi.",
+    )  # fmt: skip
+    ds = build_train_dataset(tmp_path / "data" / "meta.json", model_tokenizer(model), cfg)
+    batch = ds.base.collate([ds[0], ds[1]])
+    assert (batch["image_flags"] == 0).any() and (batch["image_flags"] == 1).any()
+
+    def loss_and_grads(train: bool, **drop):
+        model.zero_grad()
+        model.train(train)
+        b = {k: v for k, v in batch.items() if k not in drop}
+        out = model(**b)
+        out["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    ref, ref_g = loss_and_grads(False, cu_seqlens=1)  # full logits, 4D block mask
+    got, got_g = loss_and_grads(True)  # sparse LM head, per-segment SDPA
+    assert got["logits"] is None and ref["logits"] is not None
+    torch.testing.assert_close(got["loss"], ref["loss"], atol=1e-5, rtol=1e-5)
+    assert got_g.keys() == ref_g.keys() and any("vision_model" in n for n in got_g)
+    for n in ref_g:
+        torch.testing.assert_close(got_g[n], ref_g[n], atol=1e-5, rtol=1e-4, msg=n)

@@ -72,6 +72,40 @@ class Transform:
         return (x - self.mean) / self.std
 
 
+def image_tiles(
+    image: Image.Image,
+    grid: tuple[int, int],
+    transform: Transform,
+    *,
+    use_thumbnail: bool,
+    rng: random.Random | None,
+) -> torch.Tensor:
+    """The transformed tiles of one image as [n, 3, S, S] (tiles row-major, thumbnail last).
+
+    Without augmentation or pad-to-square the grid is resized once and normalised as one
+    array, then cut into tiles by a reshape: the same values as ``tile_image`` + ``transform``
+    per tile (crops of the same resize, the same float ops), written in place into the
+    output tensor (no per-tile crops, copies or cat).
+    """
+    if transform.is_train or transform.pad2square:
+        tiles = tile_image(image, grid, transform.size, use_thumbnail)
+        return torch.stack([transform(t, rng) for t in tiles])
+    s = transform.size
+    cols, rows = grid
+    n = cols * rows
+    thumb = use_thumbnail and n != 1
+    out = torch.empty((n + thumb, 3, s, s), dtype=torch.float32)
+    grid_px = np.asarray(image.resize((s * cols, s * rows)).convert("RGB"))  # [rows*s, cols*s, 3]
+    src = torch.from_numpy(grid_px.reshape(rows, s, cols, s, 3)).permute(0, 2, 4, 1, 3)
+    out[:n].view(rows, cols, 3, s, s).copy_(src)  # uint8 -> float32, tiles row-major
+    if thumb:
+        out[n].copy_(
+            torch.from_numpy(np.asarray(image.resize((s, s)).convert("RGB"))).permute(2, 0, 1)
+        )
+    # In place, the same float ops as Transform: (x / 255 - mean) / std.
+    return out.div_(255.0).sub_(transform.mean).div_(transform.std)
+
+
 def _expand_to_square(img: Image.Image, colour) -> Image.Image:
     w, h = img.size
     if w == h:
@@ -104,10 +138,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
         rng = random.Random(f"{self.cfg.seed}:{self.entry.name}:{i}")
         # Re-encoding is deterministic, so ids/labels equal what the scan measured.
         _, enc = scan_row(info.line, info.row, self.entry, self.cfg, self.tokenizer)
-        tiles = []
+        parts = []
         if info.text_only:
             white = Image.new("RGB", TEXT_ONLY_SIZE, (255, 255, 255))
-            tiles = tile_image(white, (1, 1), self.cfg.force_image_size, False)
+            parts.append(image_tiles(white, (1, 1), self.transform, use_thumbnail=False, rng=rng))
         for path, grid in zip(info.images, info.grids, strict=True):
             try:
                 with Image.open(path) as im:
@@ -117,10 +151,12 @@ class SupervisedDataset(torch.utils.data.Dataset):
                     f"{self.entry.annotation}:{info.line}: cannot decode {path}: {e}"
                 ) from e
             if self.cfg.dynamic_image_size:
-                tiles += tile_image(image, grid, self.cfg.force_image_size, self.cfg.use_thumbnail)
+                parts.append(image_tiles(image, grid, self.transform,
+                                         use_thumbnail=self.cfg.use_thumbnail, rng=rng))  # fmt: skip
             else:
-                tiles.append(image)
-        pixel_values = torch.stack([self.transform(t, rng) for t in tiles])
+                parts.append(self.transform(image, rng)[None])
+        pixel_values = torch.cat(parts)
+        tiles = pixel_values  # one entry per tile
         flag = 0 if info.text_only else 1
         return {
             "input_ids": torch.tensor(enc.input_ids, dtype=torch.long),

@@ -136,9 +136,17 @@ class InternVLChatModel(nn.Module):
             raise RuntimeError(
                 "img_context_token_id is not set (load the model with its tokenizer)"
             )
-        vit = self.extract_feature(pixel_values)
-        if image_flags is not None:
-            vit = vit[image_flags.reshape(-1) == 1]
+        keep = None if image_flags is None else image_flags.reshape(-1) == 1
+        if keep is None or bool(keep.all()):
+            vit = self.extract_feature(pixel_values)
+        elif bool(keep.any()):
+            # No ViT work on the dummy tiles of text-only samples (tiles are independent).
+            vit = self.extract_feature(pixel_values[keep])
+        else:
+            # All text-only: run one dummy tile and add it times zero, so every rank still
+            # produces ViT gradients (ZeRO / DDP reduce them on every rank).
+            dummy = self.extract_feature(pixel_values[:1])
+            return emb + 0.0 * dummy.sum().to(emb.dtype)
         vit = vit.reshape(-1, emb.shape[-1]).to(emb.dtype)
         selected = input_ids == self.img_context_token_id
         n_slots = int(selected.sum())
@@ -161,29 +169,51 @@ class InternVLChatModel(nn.Module):
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         sample_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         **_: object,
     ) -> dict:
         """Returns ``{"logits", "loss"}``; loss = mean CE over shifted labels that are not -100.
 
-        ``sample_ids`` (packed rows) keeps attention inside each sub-sample via a 4D mask.
+        Packed rows: with ``cu_seqlens`` each sub-sample attends only to itself (per-segment
+        SDPA or flash varlen); with only ``sample_ids`` (or eager attention) via a 4D mask.
+        In training mode with labels the LM head runs only on supervised positions and
+        ``logits`` is None.
         """
         emb = self.embed(pixel_values, input_ids, image_flags)
+        lm = self.language_model
+        attn_kw = {}
         if sample_ids is not None:
-            from internvl_chat.data.dataset import block_causal_mask
+            if cu_seqlens is not None and lm.config._attn_implementation != "eager":
+                # Per-sample attention from the boundaries (packed SDPA / flash varlen).
+                attention_mask = None
+                attn_kw = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens,
+                           "max_length_q": max_seqlen, "max_length_k": max_seqlen}  # fmt: skip
+            else:
+                from internvl_chat.data.dataset import block_causal_mask
 
-            attention_mask = block_causal_mask(sample_ids, dtype=emb.dtype)
-        out = self.language_model(
-            inputs_embeds=emb,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-        )
-        logits = out.logits
-        loss = None
-        if labels is not None:
-            shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-            shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
-            loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
+                attention_mask = block_causal_mask(sample_ids, dtype=emb.dtype)
+        if labels is None or not self.training:
+            logits = lm(inputs_embeds=emb, attention_mask=attention_mask,
+                        position_ids=position_ids, use_cache=False, **attn_kw).logits  # fmt: skip
+            loss = None
+            if labels is not None:
+                shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+                shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
+                loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
+            return {"loss": loss, "logits": logits}
+        # Training: the LM head only where a label is supervised (same mean CE, fewer FLOPs
+        # and no [B, L, V] logits tensor); logits are not returned.
+        hidden = lm.get_decoder()(inputs_embeds=emb, attention_mask=attention_mask,
+                                  position_ids=position_ids, use_cache=False,
+                                  **attn_kw).last_hidden_state  # fmt: skip
+        shift_labels = labels[:, 1:].to(hidden.device)
+        sel = shift_labels != IGNORE_INDEX
+        logits = lm.get_output_embeddings()(hidden[:, :-1][sel]).float()
+        loss = F.cross_entropy(logits, shift_labels[sel], reduction="sum") / sel.sum().clamp(min=1)
+        if not bool(sel.any()):
+            loss = loss + 0.0 * logits.sum()
+        logits = None
         return {"loss": loss, "logits": logits}
 
     @torch.no_grad()

@@ -78,9 +78,59 @@ def native_config(llm_config: dict, attn_implementation: str = "sdpa"):
     return native
 
 
+PACKED_SDPA = "internvl_packed_sdpa"
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA, except for packed rows (``cu_seq_lens_q`` given): then causal SDPA
+    runs on each sub-sample alone, so a row costs sum(n_i^2) instead of L^2 and needs no
+    [L, L] mask (the flash-attn varlen contract, on any device).
+
+    query [B, H, L, D], key/value [B, H_kv, L, D]; ``cu_seq_lens_q`` are the boundaries over
+    the flattened B*L tokens (every token in exactly one segment). Returns [B, L, H, D].
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    b, h, n, d = query.shape
+    hk = key.shape[1]
+    q = query.transpose(0, 1).reshape(h, b * n, d)
+    k = key.transpose(0, 1).reshape(hk, b * n, d)
+    v = value.transpose(0, 1).reshape(hk, b * n, d)
+    bounds = cu.tolist() if hasattr(cu, "tolist") else list(cu)
+    sizes = [e - s for s, e in zip(bounds[:-1], bounds[1:], strict=True) if e > s]
+    drop = kwargs.get("dropout", 0.0) if module.training else 0.0
+    # split (not slicing): its backward is one cat, not a zero-filled full tensor per slice.
+    outs = [
+        torch.nn.functional.scaled_dot_product_attention(
+            qi[None], ki[None], vi[None], dropout_p=drop, is_causal=True,
+            scale=kwargs.get("scaling"), enable_gqa=hk != h,
+        )[0]
+        for qi, ki, vi in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1), strict=True)
+    ]  # fmt: skip
+    out = torch.cat(outs, dim=1).reshape(h, b, n, d).permute(1, 2, 0, 3)
+    return out.contiguous(), None
+
+
+def _register_packed_sdpa() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if PACKED_SDPA not in AttentionInterface._global_mapping:
+        AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+        AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+
+
 def build_llm(llm_config: dict, attn_implementation: str = "sdpa"):
+    """The native LLM; "sdpa" runs as :func:`packed_sdpa_attention` (same maths, plus
+    per-sample attention for packed rows)."""
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation == "sdpa":
+        _register_packed_sdpa()
+        attn_implementation = PACKED_SDPA
     cfg = native_config(llm_config, attn_implementation)
     return AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation)
 

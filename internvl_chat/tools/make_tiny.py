@@ -107,8 +107,19 @@ def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[
     return vision, llm_config, chat
 
 
-def make_tiny(out: str | Path, layout: str = "original", llm: str = "internlm2", seed: int = 0):
-    """Build and write the checkpoint; returns the final path."""
+def make_tiny(
+    out: str | Path,
+    layout: str = "original",
+    llm: str = "internlm2",
+    seed: int = 0,
+    shape: dict | None = None,
+):
+    """Build and write the checkpoint; returns the final path.
+
+    ``shape`` overrides the tiny sizes: ``{"vision": {...}, "llm": {...}, "chat": {...}}``
+    with vision_config / llm_config / chat-config keys (bench/bench_vs_hf.py builds its
+    192x4 ViT + 512x8 LLM at 224 px this way). ``llm.vocab_size`` may exceed the tokenizer.
+    """
     import torch
 
     from internvl_chat.model import InternVisionConfig, InternVLChatConfig, InternVLChatModel
@@ -127,6 +138,12 @@ def make_tiny(out: str | Path, layout: str = "original", llm: str = "internlm2",
         tok = load_tokenizer(tok_dir)
         eos = tok.convert_tokens_to_ids("<|im_end|>") if llm == "qwen2" else tok.eos_token_id
         vision, llm_config, chat = tiny_configs(llm, len(tok), tok.bos_token_id, eos)
+        shape = shape or {}
+        vision.update(shape.get("vision", {}))
+        llm_config.update(shape.get("llm", {}))
+        chat.update(shape.get("chat", {}))
+        if llm_config["vocab_size"] < len(tok):
+            raise ValueError(f"llm vocab_size {llm_config['vocab_size']} < tokenizer {len(tok)}")
         cfg = InternVLChatConfig(
             vision_config=InternVisionConfig(**vision), llm_config=llm_config, **chat
         )
