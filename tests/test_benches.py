@@ -48,3 +48,17 @@ def test_bench_vs_hf_quick():
     for row in ("HF baseline", "ours packed"):
         assert row in table
     assert "of peak" in table
+
+
+def test_bench_launcher_quick():
+    lines = _run("bench/bench_launcher.py", "--quick")
+    last = json.loads(lines[-1])
+    assert last["dry_run"]["dry_run_s"] > 0 and len(last["dry_run"]["dry_all"]) == 3
+    assert "skipped" in lines[-2]
+
+
+@pytest.mark.slow
+def test_bench_step_ab_quick():
+    last = json.loads(_run("bench/bench_step_ab.py", "--quick")[-1])
+    assert last["loss_spread"] < 1e-4 and set(last["tokens_per_s"]) == {
+        "HF padded", "ours padded", "ours packed"}  # fmt: skip
