@@ -113,13 +113,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--no-slurm", action="store_true")
+    p.add_argument("--no-first-step", action="store_true", help="skip the submit-to-first-step run")
     p.add_argument("--quick", action="store_true", help="3 dry runs, no Slurm (tests)")
     a = p.parse_args()
     if a.quick:
         a.runs, a.no_slurm = 3, True
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out: dict = {"load": [list(os.getloadavg())]}
-    with tempfile.TemporaryDirectory() as tmp:
+    # Cancelled jobs may still write their submitit logs while the folder is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         d = out["dry_run"] = dry_runs(a.runs, tmp, env)
         print(f"dry run model=internvl_20b hw=a800 nodes=4: median {d['dry_run_s']:.2f} s over "
@@ -137,6 +139,9 @@ def main() -> int:
                   f"all cancelled (goal <= 15 s: {'met' if s['goal_met'] else 'NOT met'})",
                   flush=True)  # fmt: skip
             out["load"].append(list(os.getloadavg()))
+            if a.no_first_step:
+                print(json.dumps(out))
+                return 0
             f = out["first_step"] = first_step(tmp, env)
             print(
                 f"submit to first step (tiny model, local Slurm): submit returned in "
