@@ -95,12 +95,13 @@ def image_tiles(
     n = cols * rows
     thumb = use_thumbnail and n != 1
     out = torch.empty((n + thumb, 3, s, s), dtype=torch.float32)
-    grid_px = np.asarray(image.resize((s * cols, s * rows)).convert("RGB"))  # [rows*s, cols*s, 3]
+    # np.array (a writable copy of the uint8 pixels): torch warns on read-only buffers
+    grid_px = np.array(image.resize((s * cols, s * rows)).convert("RGB"))  # [rows*s, cols*s, 3]
     src = torch.from_numpy(grid_px.reshape(rows, s, cols, s, 3)).permute(0, 2, 4, 1, 3)
     out[:n].view(rows, cols, 3, s, s).copy_(src)  # uint8 -> float32, tiles row-major
     if thumb:
         out[n].copy_(
-            torch.from_numpy(np.asarray(image.resize((s, s)).convert("RGB"))).permute(2, 0, 1)
+            torch.from_numpy(np.array(image.resize((s, s)).convert("RGB"))).permute(2, 0, 1)
         )
     # In place, the same float ops as Transform: (x / 255 - mean) / std.
     return out.div_(255.0).sub_(transform.mean).div_(transform.std)
