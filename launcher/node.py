@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,10 @@ class Tee:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = path.open("a", buffering=1)
+        self.tail: deque[str] = deque(maxlen=200)  # the last child's last lines
 
     def write(self, line: str) -> None:
+        self.tail.append(line)
         self.file.write(line)
         sys.stdout.write(line)
         sys.stdout.flush()
@@ -104,6 +107,7 @@ class Tee:
         """Run the child; its lines are copied by a thread, so that this (main) thread stays
         free for submitit's signal handler, which may wait here for the child's save."""
         self.write(f"[launcher] $ {' '.join(argv)}\n")
+        self.tail.clear()
         proc = subprocess.Popen(
             argv,
             env=env,
@@ -273,6 +277,18 @@ def _stop_line(run: RunDir, node_rank: int) -> str | None:
     return lines[-1].split("]:", 1)[-1].strip() if lines else None
 
 
+TORCHRUN_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)", re.M)
+
+
+def saved_for_requeue(run: RunDir, tail: str) -> bool:
+    """torchrun exits 1 when its workers exit 75 (saved on a stop request): the stop file was
+    written, and every worker exit code in torchrun's failure report is 75."""
+    if not run.stop_file.exists():
+        return False
+    codes = TORCHRUN_EXIT.findall(tail)
+    return bool(codes) and all(int(c) == EX_TEMPFAIL for c in codes)
+
+
 def _new_attempt(run: RunDir, tee: Tee) -> None:
     """Node 0 at the start of a requeued attempt: clear the stop request, put the previous
     attempt's summary aside, count a requeue Slurm did on its own (NODE_FAIL, scontrol)."""
@@ -347,6 +363,8 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             if note:
                 tee.write(f"[launcher] {note}\n")
         rc = tee.run(argv, _child_env(launch.env, rv))
+        if rc != EX_TEMPFAIL and saved_for_requeue(run, "".join(tee.tail)):
+            rc = EX_TEMPFAIL
         if rc != EX_TEMPFAIL:
             outcome = engine.outcome(run, rc) if rv.node_rank == 0 else None
             ok = rc == 0 if outcome is None else outcome.ok
@@ -417,7 +435,10 @@ def _wait_for_save(run: RunDir, requested: float, limit_s: float) -> tuple[bool,
         found = valid_checkpoints(run.output_dir)
         fresh = [n for n, p in found if (p / MARKER).stat().st_mtime >= requested - 1]
         if CHILD.done.is_set():
-            return CHILD.returncode == EX_TEMPFAIL, found[-1][0] if found else None
+            # torchrun reports its workers' 75 as 1: a checkpoint newer than the request
+            # is the proof that they saved
+            saved = CHILD.returncode == EX_TEMPFAIL or bool(fresh)
+            return saved, found[-1][0] if found else None
         if fresh and CHILD.proc is None:
             return True, fresh[-1]
         if time.monotonic() > deadline:
@@ -463,6 +484,8 @@ def _slurm_time_limit_min() -> float | None:
         out = _scontrol("show", "job", job)
     except (OSError, subprocess.CalledProcessError):
         return None
+    if re.search(r"\bTimeLimit=UNLIMITED\b", out):
+        return float("inf")  # no limit to run into: the signal is a preemption
     m = re.search(r"\bTimeLimit=(?:(\d+)-)?(\d+):(\d+):(\d+)", out)
     if m is None:
         return None

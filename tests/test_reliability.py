@@ -1,5 +1,5 @@
 """Reliability, the pure parts: checkpoint validity, resume rendering, requeue bookkeeping,
-status fields and the sbatch teardown's verdict (the Slurm fault runs: test_faults.py)."""
+status fields and the sbatch teardown's verdict (the Slurm fault runs: test_faults_slurm.py)."""
 
 import json
 import os
@@ -15,7 +15,7 @@ from launcher.checkpoints import (
     newest_hf_checkpoint,
     newest_xtuner_checkpoint,
 )
-from launcher.node import after_srun, requeue_kind
+from launcher.node import after_srun, requeue_kind, saved_for_requeue
 from launcher.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,6 +69,29 @@ def test_time_limit_or_preemption_as_submitit_decides():
     # 3-day limit: a signal after one hour is a preemption
     assert requeue_kind(0, 4320, now=3600) == "preempted"
     assert requeue_kind(0, 4320, now=4320 * 60 - 90) == "time_limit"
+    # no limit at all (TimeLimit=UNLIMITED): there is nothing to run into
+    assert requeue_kind(0, float("inf"), now=10**9) == "preempted"
+
+
+TORCHRUN_REPORT = """Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-03_16:43:27
+  host      : localhost
+  rank      : 1 (local_rank: 0)
+  exitcode  : {code} (pid: 16153)
+  error_file: <N/A>
+"""
+
+
+def test_torchrun_exit_1_over_workers_that_saved_reads_as_saved(tmp_path: Path):
+    """torchrun exits 1 when its workers exit 75; with the stop file written that is a save."""
+    run = RunDir(tmp_path)
+    assert not saved_for_requeue(run, TORCHRUN_REPORT.format(code=75))  # nobody asked to stop
+    run.stop_file.parent.mkdir(parents=True)
+    run.stop_file.write_text("{}")
+    assert saved_for_requeue(run, TORCHRUN_REPORT.format(code=75))
+    assert not saved_for_requeue(run, TORCHRUN_REPORT.format(code=-9))  # a crash stays one
+    assert not saved_for_requeue(run, "Killed\n")
 
 
 def plan_run(tmp_path: Path, *args: str) -> RunDir:

@@ -1,0 +1,145 @@
+"""Fault injection on the real local Slurm cluster: preemption (submitit's USR2), a corrupt
+newest checkpoint, and the requeued job's exact resume. Only our own job is signalled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from slurm_cluster import squeue_state, wait_until_gone
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from launcher.checkpoints import valid_checkpoints  # noqa: E402
+
+LOSS_TOL = 1e-6
+"""Exact resume on CPU (gloo, fixed seed): a recomputed step's loss matches the first
+computation to float rounding; anything looser would hide a wrong data position or RNG."""
+
+
+def launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "launch.py", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def logs(run_dir: Path) -> str:
+    files = sorted((run_dir / "logs").glob("node*.log")) + sorted(
+        (run_dir / "submitit").glob("*_log.*")
+    )
+    return "".join(f"==> {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in files)
+
+
+def wait_for(what: str, cond, run_dir: Path, timeout_s: float, poll_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while not (got := cond()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{logs(run_dir)}"
+        time.sleep(poll_s)
+    return got
+
+
+def release(job_id: str, env: dict[str, str]) -> None:
+    """Slurm holds a requeued job until its old credential expires (BeginTime, 2 min by
+    default); start it now, since nothing else of this job is left on the nodes."""
+    subprocess.run(
+        ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_preempted_job_requeues_skips_a_corrupt_checkpoint_and_resumes_exactly(
+    slurm_cluster, tmp_path: Path
+):
+    """USR2 at step >= 4 of 12 (checkpoints every 3 steps, two kept): every rank saves at the
+    next step boundary, the job requeues. While it waits, the checkpoint it saved is
+    truncated: the requeued attempt skips it, naming it, resumes from the one before, and
+    recomputes the steps in between with the same losses as before (exact resume), then finishes."""
+    env = slurm_cluster.env
+    run_dir = tmp_path / "preempt"
+    r = launch(
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        "max_steps=12",
+        "save_steps=3",
+        "save_total_limit=2",
+        "wait=false",
+        f"run_dir={run_dir}",
+        f"cache_dir={tmp_path / 'cache'}",
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
+    out = run_dir / "output"
+    try:
+        wait_for(
+            "step 4 and checkpoint-3",
+            lambda: len(metrics(run_dir)) >= 4 and valid_checkpoints(out),
+            run_dir,
+            240,
+        )
+        slurm_cluster.run(["scancel", "--signal=USR2", job_id])
+        stop_line = "[train] stop requested: saved checkpoint-"
+        wait_for("the stop save", lambda: stop_line in logs(run_dir), run_dir, 120)
+        wait_for(
+            "the requeue",
+            lambda: squeue_state(job_id, env) == "PENDING",
+            run_dir,
+            60,
+        )
+        before = {m["step"]: m["loss"] for m in metrics(run_dir)}
+        saved = valid_checkpoints(out)
+        newest_step, newest = saved[-1]
+        assert len(saved) == 2 and newest_step in before, (saved, before)
+        prev_step, prev = saved[0]
+        # a half-written newest checkpoint: its largest file cut in half
+        victim = max((p for p in newest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        with victim.open("r+b") as f:
+            f.truncate(victim.stat().st_size // 2)
+        release(job_id, env)
+        wait_until_gone(job_id, env, timeout_s=300)
+    finally:
+        subprocess.run(["scancel", job_id], env=env, check=False, capture_output=True)
+    text = logs(run_dir)
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == list(range(1, 13)), text  # each step exactly once
+    # the requeued attempt said why it did not use the newest checkpoint, and what it used
+    assert f"[train] skipping {newest}" in text, text
+    assert f"[train] resuming from {prev} (step {prev_step})" in text, text
+    for step in range(prev_step + 1, newest_step + 1):  # recomputed after the resume: same loss
+        assert abs(rows[step - 1]["loss"] - before[step]) <= LOSS_TOL, (step, rows, before)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 12, summary
+    assert summary["requeues"] >= 1 and summary["restart"] >= 1, summary
+    assert summary["final_loss"] == rows[-1]["loss"]
+    events = [json.loads(x) for x in (run_dir / "logs" / "requeues.jsonl").read_text().splitlines()]
+    assert events[0]["kind"] == "preempted", events  # no time limit: USR2 is a preemption
+    assert events[0]["saved"] is True and events[0]["resume_step"] == newest_step, events
+    assert events[0]["action"] == "requeued"
+    # node 1 of the first attempt saved too, and says so (torchrun reports the 75 as 1)
+    node1 = (run_dir / "logs" / "node1.log").read_text()
+    assert "[launcher] node 1: saved for requeue" in node1, node1[-3000:]
+    status = launch("status", str(run_dir), env=env)
+    assert status.stdout.startswith("COMPLETED"), status.stdout
