@@ -1,64 +1,80 @@
-"""Check a JobSpec before anything is written or submitted.
+"""The one check stage: every problem with a JobSpec before anything is written or submitted.
 
-`check(spec)` is pure apart from looking at the file system (paths, PATH) and returns the
-derived numbers together with *every* problem, each naming the setting to change.
+`check(spec)` runs, in order, the settings' own rules (batch arithmetic via launcher.derive,
+hw/ZeRO/model, benchmark, paths, run dir, reliability), the engine's checks, the memory
+pre-flight, what the login node can see of the site (launcher.site.probe) and, once nothing
+else is wrong, the data pre-flight (launcher.preflight). It returns one `Checked`: the derived
+numbers, every problem (each naming the setting to change), warnings, and what was checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher import site
 from launcher.derive import Derived, derive
+from launcher.engines import get_engine
+from launcher.preflight import DataPreflight, data_preflight, memory_estimate, memory_problem
 from launcher.spec import JobSpec, Problem
 
-
-def memory_estimate(spec: JobSpec, derived: Derived):
-    """Per-device memory estimate (launcher/memory.py, docs/MEMORY.md); None without dims."""
-    from launcher import memory
-    from launcher.flops import dims_from_config, trainable_from_config
-    from launcher.lengths import sample_tokens
-
-    if spec.parallelism.model_parallel_size > 1 or spec.model.engine == "mindspeed":
-        return None  # ZeRO model states; pipeline/tensor sharding is not modelled (docs/MEMORY.md)
-    model = dataclasses.asdict(spec.model)
-    try:
-        dims = dims_from_config(model)
-    except ValueError:
-        return None
-    m = spec.model
-    tokens, basis = sample_tokens(spec)
-    return memory.estimate(
-        dims,
-        trainable=trainable_from_config(model),
-        zero_stage=spec.parallelism.zero_stage,
-        gpus_per_node=derived.gpus_per_node,
-        nodes=derived.nodes,
-        per_device_batch=derived.per_device_batch_size,
-        seq_len=spec.seq_len,
-        tiles_per_sample=m.max_tiles,
-        grad_checkpoint=m.grad_checkpoint,
-        offload_optimizer=spec.parallelism.offload_optimizer,
-        offload_param=spec.parallelism.offload_param,
-        tokens_per_sample=tokens,
-        basis=basis,
-    )
+__all__ = ["Checked", "check", "memory_estimate", "memory_problem"]
 
 
-def memory_problem(spec: JobSpec, derived: Derived) -> Problem | None:
-    """The estimate above the device's memory, as a problem naming what to change."""
-    est = memory_estimate(spec, derived)
-    if est is None or spec.hw.accelerator == "cpu" or est.fits(spec.hw.memory_gb):
-        return None
-    return Problem(
-        "parallelism",
-        f"estimated {est.describe()} exceeds hw.memory_gb={spec.hw.memory_gb:g} "
-        f"(zero_stage {spec.parallelism.zero_stage}, per-device batch {derived.per_device_batch_size}); "
-        "use a higher ZeRO stage, offload, or a smaller per_device_batch_size",
-    )
+NOT_CHECKED = DataPreflight("data: not checked (fix the problems above first)")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What the check stage found, and what the plan takes from it (nothing is recomputed)."""
+
+    derived: Derived | None
+    problems: tuple[Problem, ...]
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    """Lines printed before submitting: the site probe's, the data pre-flight's, `checked: ...`."""
+    memory: Any = None
+    """launcher.memory's estimate (None without model dims), recorded in plan.json."""
+    preflight: DataPreflight = NOT_CHECKED
+
+
+def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) -> Checked:
+    """Every problem at once. A memory estimate above the device's is a warning (it is an
+    estimate) unless `memory_is_fatal` (sweep points, then not submitted). What a dry run cannot
+    require yet (paths, sbatch) is a warning. `data=False` skips the data pre-flight (the
+    caller already has problems); it also waits for every other problem to be fixed."""
+    derived, problems, warnings = _rules(spec)
+    checked = ["settings", "batch arithmetic", "hw/ZeRO/model rules"]
+    checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
+    est = None
+    if derived is not None:
+        problems += get_engine(spec.model.engine).check(spec, derived)
+        est = memory_estimate(spec, derived)
+        too_big = memory_problem(spec, derived, est)
+        if est is not None:
+            fits = "fits" if too_big is None else "does NOT fit"
+            checked.append(f"memory ({est.total_gb:.1f} GiB/device, {fits} {spec.hw.memory_gb:g})")
+        if too_big is not None:
+            if memory_is_fatal:
+                problems.append(too_big)
+            else:
+                warnings.append(f"{too_big} (an estimate: submitting anyway)")
+    missing = sum(w.endswith("(dry run: not required now)") for w in warnings)
+    checked.append(f"paths ({missing} missing here)" if missing else "paths")
+    checked.append("run dir")
+    probed = site.probe(spec)
+    problems += probed.problems
+    warnings += probed.warnings
+    checked += probed.checked
+    preflight = NOT_CHECKED
+    if data and not problems:
+        preflight = data_preflight(spec)
+        problems += preflight.problems
+    notes = (*probed.lines, preflight.note, "checked: " + ", ".join(checked))
+    return Checked(derived, tuple(problems), tuple(warnings), notes, est, preflight)
 
 
 def lookup(spec: Any, dotted: str) -> Any:
@@ -68,8 +84,8 @@ def lookup(spec: Any, dotted: str) -> Any:
     return obj
 
 
-def check(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
-    """Return (derived numbers or None, every problem, warnings)."""
+def _rules(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
+    """The settings' own rules: (derived numbers or None, problems, warnings)."""
     problems: list[Problem] = []
     warnings: list[str] = []
     if spec.nodes < 1:

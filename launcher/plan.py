@@ -14,15 +14,17 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher import site
-from launcher.check import memory_estimate
 from launcher.derive import Derived
 from launcher.engines import get_engine
 from launcher.engines.base import NodeLaunch, PrepareStep
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec
+
+if TYPE_CHECKING:
+    from launcher.check import Checked
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -353,14 +355,11 @@ def wrapper_argv(spec: JobSpec, run: RunDir) -> list[str]:
 
 
 def make_plan(
-    spec: JobSpec,
-    derived: Derived,
-    config_yaml: str,
-    warnings: list[str],
-    provenance: dict[str, Any] | None = None,
-    notes: tuple[str, ...] = (),
-    data_steps: tuple[PrepareStep, ...] = (),
+    spec: JobSpec, checked: Checked, config_yaml: str, provenance: dict[str, Any] | None = None
 ) -> Plan:
+    """Pure: the plan of a checked spec, from the numbers the check stage computed."""
+    assert checked.derived is not None and not checked.problems, "plan only a checked spec"
+    derived = checked.derived
     run = RunDir(spec.run_dir)
     engine = get_engine(spec.model.engine)
     python = node_python(spec)
@@ -370,14 +369,14 @@ def make_plan(
         for r in range(spec.nodes)
     )
     # the data pre-flight, when it runs on node 0, comes after the steps that build the model
-    prepare = (*engine.prepare(spec, run, python), *data_steps)
+    prepare = (*engine.prepare(spec, run, python), *checked.preflight.job_steps)
     slurm = None
     if spec.cluster.kind == "slurm":
         slurm = slurm_parameters(spec, run)
         files[run.sbatch_sh.name] = render_sbatch(spec, run, python)
     else:
         files[run.job_sh.name] = render_job_sh(spec, run, python)
-    est = memory_estimate(spec, derived)
+    est = checked.memory
     m, par = spec.model, spec.parallelism
     plan = Plan(
         run_dir=str(run.root),
@@ -415,7 +414,7 @@ def make_plan(
             if spec.cluster.time_min is not None
             else "the partition's limit (no --time)"
         ),
-        warnings=tuple(warnings),
+        warnings=checked.warnings,
         reliability={k: getattr(spec.cluster, k) for k in RELIABILITY_KEYS},
         megatron=engine.plan_record(spec, derived) if m.engine == "mindspeed" else None,
         wrapper_argv=tuple(wrapper_argv(spec, run)) if spec.cluster.kind == "wrapper" else None,
@@ -429,7 +428,7 @@ def make_plan(
         ),
         provenance=provenance or None,
         files=files,
-        notes=notes,
+        notes=checked.notes,
     )
     files[run.plan_json.name] = plan.to_json()
     return plan

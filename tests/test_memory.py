@@ -131,14 +131,14 @@ def test_seed001_recipe_fits_8x_a100_80g(tmp_path):
     from launcher.check import check, memory_estimate, memory_problem
 
     spec = _spec(tmp_path, "model=llava_internlm2_20b", "hw=a100", "nodes=1")
-    derived, _, _ = check(spec)
+    derived = check(spec).derived
     assert (derived.per_device_batch_size, spec.parallelism.zero_stage) == (32, 2)
     est = memory_estimate(spec, derived)
     assert est.total_gb < 80 and memory_problem(spec, derived) is None
     assert est.tokens_per_sample == 704 and "data.max_sample_tokens" in est.describe()
     padded = _spec(tmp_path, "model=llava_internlm2_20b", "hw=a100", "nodes=1",
                    "data.max_sample_tokens=null")  # fmt: skip
-    worst = memory_estimate(padded, check(padded)[0])
+    worst = memory_estimate(padded, check(padded).derived)
     assert worst.total_gb > 80 and "seq_len" in worst.basis and "upper bound" in worst.basis
     # only the projector trains: no LLM/ViT gradients or optimizer states
     assert est.grads / GIB < 0.1 and est.optimizer / GIB < 1
