@@ -1,5 +1,6 @@
-"""Issue 9: no module over 400 lines. The ones still over are listed here, to be split; a new
-module over the limit fails, and so does an entry that is no longer over (remove it)."""
+"""Issue 9: no module of the launcher or the trainer (launcher/, internvl_chat/, launch.py) over
+400 lines; bench/ scripts and tests are not held to it. The ones still over are listed here, to
+be split; a new module over the limit fails, and so does an entry that is no longer over."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LIMIT = 400
+PACKAGES = ("launcher/", "internvl_chat/")
 # still over the limit, each to be split by responsibility (issue 9 item 4)
 KNOWN_OVER = {
     "launcher/node.py",  # rendezvous, prepare, run + verdict, stop/requeue, sbatch teardown
@@ -18,11 +20,11 @@ KNOWN_OVER = {
 
 
 def line_counts() -> dict[str, int]:
-    """Every tracked Python module outside tests/ (tracked: what CI sees)."""
+    """Every tracked Python module of the packages (tracked: what CI sees)."""
     out = subprocess.run(
         ["git", "-C", str(REPO), "ls-files", "*.py"], capture_output=True, text=True, check=True
     )
-    names = [n for n in out.stdout.split() if not n.startswith("tests/")]
+    names = [n for n in out.stdout.split() if n.startswith(PACKAGES) or n == "launch.py"]
     return {n: len((REPO / n).read_text().splitlines()) for n in names if (REPO / n).is_file()}
 
 
