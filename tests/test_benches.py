@@ -62,3 +62,12 @@ def test_bench_step_ab_quick():
     last = json.loads(_run("bench/bench_step_ab.py", "--quick")[-1])
     assert last["loss_spread"] < 1e-4 and set(last["tokens_per_s"]) == {
         "HF padded", "ours padded", "ours packed"}  # fmt: skip
+
+
+def test_bench_faults_help_and_refuses_an_unknown_fault():
+    """The fault bench needs the Slurm cluster (minutes): here only its CLI is checked."""
+    assert any("--only" in x for x in _run("bench/faults.py", "--help", timeout=60))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SLURM_CONF": "/nonexistent"}
+    r = subprocess.run([sys.executable, "bench/faults.py", "--only", "meteor"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "unknown fault(s) ['meteor']" in r.stderr
