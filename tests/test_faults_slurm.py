@@ -38,7 +38,13 @@ def metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # polled while rank 0 writes it: only a last, partial line
+            continue
+    return rows
 
 
 def logs(run_dir: Path) -> str:
