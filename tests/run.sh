@@ -43,6 +43,10 @@ fi
 phase xtuner
 
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null; then
+  # A cluster that was already up (another session's) is left running; one we start, we stop.
+  if ! bash slurm/local_cluster.sh status >/dev/null 2>&1 && [[ ${VLM_KEEP_SLURM:-} != 1 ]]; then
+    trap 'bash slurm/local_cluster.sh stop >/dev/null 2>&1 && echo "[tests/run.sh] stopped the local Slurm cluster it started (VLM_KEEP_SLURM=1 keeps it)"' EXIT
+  fi
   if ! exports=$(bash slurm/local_cluster.sh start); then
     if [[ ${CI:-} == true ]]; then
       echo "[tests/run.sh] the local Slurm cluster did not start (logs above); CI=true needs it" >&2

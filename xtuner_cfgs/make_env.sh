@@ -29,7 +29,15 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   # torchvision pins torch==X exactly; --no-deps keeps the torch installed above.
   [[ -n $TORCHVISION_SPEC ]] && "${pip[@]}" install --no-deps "$TORCHVISION_SPEC"
   "${pip[@]}" install --no-deps xtuner==0.2.0
-  "${pip[@]}" install -r "$here/requirements-xtuner.txt"
+  # xtuner came --no-deps (its pins fight ours), so pip's resolver prints an "ERROR: ... dependency
+  # resolver" note here although the install succeeds: keep it in a log, show it only on failure.
+  log=$venv/pip-install.log
+  if ! "${pip[@]}" install -r "$here/requirements-xtuner.txt" 2>"$log"; then
+    cat "$log" >&2
+    exit 1
+  fi
+  grep -q "dependency resolver" "$log" &&
+    echo "make_env: pip's resolver notes on the --no-deps xtuner (expected) are in $log"
   echo "make_env: packages installed ($((SECONDS - start)) s)"
   echo "$want" > "$stamp"
 fi
