@@ -411,7 +411,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
         if failure is not None:
             summary |= failure.as_dict()
             summary["exit_reason"] = reason
-            summary["action"] = "stopped"
+            summary["action"] = stop_action(failure)
         summary["provenance"] = {**(plan.provenance or {}), **record["provenance"]}
         run.write_summary(summary)
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")
@@ -603,7 +603,7 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         if retry
         else None
     )
-    fields = {**failure.as_dict(), "action": "stopped" + (f": {why}" if why else "")}
+    fields = {**failure.as_dict(), "action": stop_action(failure, why)}
     if summary is not None and summary.get("restart", 0) == restarts:
         summary |= fields
         run.write_summary(summary)
@@ -615,6 +615,13 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         run.write_summary(summary)
     print(f"[launcher] job ended: {failure.reason}", flush=True)
     return srun_status or 1
+
+
+def stop_action(failure: Failure, why: str | None = None) -> str:
+    """summary.json's `action` for a run that ends here; an OOM is the point's own verdict."""
+    if failure.infeasible:
+        return "point infeasible: not retried (out of memory as configured)"
+    return "stopped" + (f": {why}" if why else "")
 
 
 def _resume_step(run: RunDir, plan: Plan) -> int | None:

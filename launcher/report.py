@@ -100,6 +100,10 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         row.global_batch = ov.global_batch_size or d.global_batch_size
         row.zero_stage, row.hw = plan.zero_stage, plan.hw
         seq_len = ov.seq_len or plan.seq_len
+        ended = run.summary() or {}
+        if str(ended.get("action", "")).startswith("point infeasible"):
+            # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
+            row.notes.append(f"infeasible, not retried: {ended.get('reason')}")
     peak = ov.peak_tflops or (cfg.get("hw") or {}).get("peak_tflops")
     target = (cfg.get("benchmark") or {}).get("target") or {}
     model = cfg.get("model") or {}
@@ -131,6 +135,8 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     )
     row.notes += row.metrics.notes
     row.verdict = verdict(target, log.records, hw=row.hw, train_hours=row.metrics.train_hours)
+    if any(n.startswith("infeasible, not retried") for n in row.notes):
+        row.verdict = Verdict(False, "infeasible as configured (out of memory)")
     return row
 
 

@@ -222,3 +222,24 @@ def test_teardown_names_the_failed_node_and_status_shows_it(tmp_path: Path, monk
     assert line.startswith("FAILED"), out
     for part in ("requeues=0", "checkpoint=5", "metrics_step=7", "failure=node_failure"):
         assert part in line, line
+
+
+def test_an_oom_is_the_points_verdict_not_requeued_and_the_report_says_so(tmp_path: Path,
+                                                                          monkeypatch):
+    run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2")  # requeue_on_node_failure on
+    run.submitit_dir.mkdir()
+    (run.submitit_dir / "42_0_log.out").write_text("srun: error: node2: task 1: Exited\n")
+    run.node_log(1).write_text(
+        "[default0]:torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
+    run.metrics_jsonl.write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert after_srun(str(run.root), 1) == 1
+    s = run.summary()
+    assert s["failure_class"] == "oom_cuda" and "CUDA out of memory" in s["reason"]
+    assert s["action"].startswith("point infeasible: not retried") and s["requeues"] == 0
+    assert run.requeues() == []
+    out = subprocess.run([sys.executable, "launch.py", "report", str(run.root)], cwd=REPO,
+                         capture_output=True, text=True)  # fmt: skip
+    assert "infeasible, not retried" in (run.root / "report.md").read_text(), out

@@ -80,7 +80,11 @@ def _args(tmp: Path, data: Path, model: Path, **over) -> dict:
 def _train(tmp: Path, args: dict, nproc: int = 1) -> tuple[list[dict], list[dict]]:
     path = tmp / "train_args.json"
     path.write_text(json.dumps(args))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # An empty extension cache of its own: on CPU the run must JIT-build nothing (DeepSpeed's
+    # shm-comm op took ~3 min of a cold demo and needs a compiler).
+    ext = tmp / "torch_extensions"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "TORCH_EXTENSIONS_DIR": str(ext)}  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", str(nproc), "-m", "internvl_chat.train", str(path)]  # fmt: skip
     # Own session, so a hung run is killed with all its workers rather than orphaned.
@@ -93,6 +97,8 @@ def _train(tmp: Path, args: dict, nproc: int = 1) -> tuple[list[dict], list[dict
         out, err = p.communicate()
         pytest.fail(f"training timed out:\n{out[-3000:]}\n{err[-3000:]}")
     assert p.returncode == 0, out[-3000:] + err[-5000:]
+    assert not ext.exists() or not any(ext.iterdir()), sorted(ext.rglob("*"))[:5]
+    assert "built successfully" not in out + err
     lines = [ast.literal_eval(x) for x in out.splitlines() if x.startswith("{'")]
     metrics = [json.loads(x) for x in Path(args["metrics_file"]).read_text().splitlines()]
     return lines, metrics
@@ -129,6 +135,8 @@ def test_zero2_original_internlm2_trains_and_writes_the_contract(assets, tmp_pat
     assert (out / "checkpoint-8" / "COMPLETE.json").exists()
     assert list((out / "runs").rglob("events.out.tfevents.*"))
     assert detect_layout(out) == "original" and (out / "tokenizer.model").exists()
+    listed = (out / "trainable_parameters.txt").read_text().split()
+    assert listed and len(listed) == len(set(listed))
     trained = load_model(out)
     assert trained.config.force_image_size == 56 and trained.config.template == "internlm2-chat"
 

@@ -39,6 +39,21 @@ def isolate_extension_builds() -> None:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(base / f"deepspeed-{ds_version}"))
 
 
+def skip_cpu_shm_build() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shm-comm op when the comm backend starts.
+
+    The op (a C++ build of about 3 min on a cold cache, needing a compiler) serves only
+    `inference_all_reduce`; training collectives go through torch.distributed either way.
+    Marking it incompatible makes `build_shm_op()` return None, DeepSpeed's own no-op path.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
+
+
 class Dist:
     """This rank's place in the job and the collectives the loop needs."""
 
@@ -51,6 +66,8 @@ class Dist:
 
         single_process_env()
         cuda = torch.cuda.is_available()
+        if not cuda:
+            skip_cpu_shm_build()
         # The timeout bounds how long a collective waits for a dead or hung rank (ddp_timeout).
         deepspeed.init_distributed(
             dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s)

@@ -41,9 +41,11 @@ class Trainer:
         if d.is_main:
             n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
             n_all = sum(p.numel() for p in model.parameters())
-            print(f"trainable parameters: {n_train} of {n_all} ({len(trainable)} tensors)")
-            for name in trainable:
-                print(f"  trainable: {name}")
+            self.out.mkdir(parents=True, exist_ok=True)
+            listing = self.out / "trainable_parameters.txt"
+            listing.write_text("".join(f"{name}\n" for name in trainable))
+            print(f"[train] trainable parameters: {n_train:,} of {n_all:,} "
+                  f"({len(trainable)} tensors, listed in {listing})", flush=True)  # fmt: skip
         self.data = build_data(a, model, self.tokenizer, d.rank, d.world)
         self.steps_per_epoch = max(len(self.data.loader) // a.gradient_accumulation_steps, 1)
         self.total_steps = schedule.total_steps(a.max_steps, a.num_train_epochs,
