@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 import subprocess
 import sys
 
@@ -87,8 +88,14 @@ def run(
     sub = dispatch(spec, plan)  # dispatch
     ident = f"job {sub.job_id}" if sub.job_id else f"pid {sub.pid}"
     print(f"[launch] submitted {ident}; run dir {run_dir.root}", flush=True)
+    here = shlex.quote(str(run_dir.root))
     if spec.should_wait:
-        return wait(sub)
+        rc = wait(sub)
+        print(f"[launch] next: python launch.py report {here}  "
+              "(report.md, metrics.csv and the loss curve loss.png)")  # fmt: skip
+        return rc
+    print(f"[launch] follow it: python launch.py status|logs|cancel {here}; once it ended: "
+          f"python launch.py report {here} (report.md, loss.png)")  # fmt: skip
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,14 @@ def test_local_run_trains_and_writes_the_run_dir(tmp_path: Path, cache_dir: Path
         assert all(isinstance(m[key], int | float) for m in rows), key
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 12
+    # short output (one line per step, no per-tensor lines), ending in a command that works
+    lines = r.stdout.splitlines()
+    assert not any("trainable:" in x for x in lines) and len(lines) < 12 + 25, r.stdout
+    hint = lines[-1].removeprefix("[launch] next: ").split("  (")[0]
+    assert hint != lines[-1] and "loss.png" in lines[-1], lines[-1]
+    py, script, *args = shlex.split(hint)
+    assert (py, script, args) == ("python", "launch.py", ["report", str(run_dir)])
+    assert launch(*args).returncode == 0 and (run_dir / "loss.png").is_file()
     for name in (
         "config.yaml",
         "plan.json",

@@ -224,8 +224,9 @@ def test_teardown_names_the_failed_node_and_status_shows_it(tmp_path: Path, monk
         assert part in line, line
 
 
-def test_an_oom_is_the_points_verdict_not_requeued_and_the_report_says_so(tmp_path: Path,
-                                                                          monkeypatch):
+def test_an_oom_is_the_points_verdict_not_requeued_and_the_report_says_so(
+    tmp_path: Path, monkeypatch
+):
     run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2")  # requeue_on_node_failure on
     run.submitit_dir.mkdir()
     (run.submitit_dir / "42_0_log.out").write_text("srun: error: node2: task 1: Exited\n")
