@@ -2,16 +2,26 @@
 # bash setup.sh — create .venv with everything the launcher and internvl_chat need (idempotent).
 # On a CPU-only machine torch==2.13.0 is the CPU build; on GPU nodes install your site's
 # torch first. XTuner lives in its own environment: bash xtuner_cfgs/make_env.sh
+# bash setup.sh --launcher — create .venv-launcher from requirements-launcher.txt alone (plus
+# pytest): what a login node needs to compose, check, plan, submit and report; no torch.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-if [[ ! -x .venv/bin/python ]]; then
-  "$PY" -m venv .venv
+venv=.venv
+reqs=(requirements.txt requirements-launcher.txt)
+install=(-r requirements.txt)
+if [[ ${1:-} == --launcher ]]; then
+  venv=.venv-launcher
+  reqs=(requirements-launcher.txt)
+  install=(-r requirements-launcher.txt pytest)
 fi
-stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt requirements-launcher.txt | sha256sum | cut -d' ' -f1)
+if [[ ! -x $venv/bin/python ]]; then
+  "$PY" -m venv "$venv"
+fi
+stamp=$venv/.requirements.sha256
+want=$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  .venv/bin/pip install -q -r requirements.txt
+  "$venv/bin/pip" install -q "${install[@]}"
   echo "$want" > "$stamp"
 fi
-echo "environment ready: $(pwd)/.venv"
+echo "environment ready: $(pwd)/$venv"

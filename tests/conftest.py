@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import importlib.util
 import os
 
 import pytest
@@ -20,3 +21,51 @@ def slurm_cluster() -> SlurmCluster:
         pytest.skip(str(e))
     except RuntimeError as e:
         pytest.fail(f"local Slurm cluster did not start:\n{e}", pytrace=False)
+
+
+# Test modules that need only requirements-launcher.txt: tests/run.sh runs them (marker
+# `launcher`) a second time inside .venv-launcher, the torch-free login-node env.
+LAUNCHER_MODULES = frozenset(
+    f"test_{n}.py"
+    for n in [
+        "benchmark_rules",
+        "collect",
+        "collect_mindspeed",
+        "defaults",
+        "failures",
+        "flops",
+        "launcher_env",
+        "launcher_light",
+        "mindspeed",
+        "module_size",
+        "official_engine",
+        "plan",
+        "readme",
+        "reliability",
+        "report",
+        "rundir",
+        "site",
+        "slurm_cluster",
+        "stages",
+        "sweep_fast",
+        "train_args",
+        "xtuner",
+    ]
+)
+
+
+TORCH_FREE = importlib.util.find_spec("torch") is None
+
+
+def pytest_ignore_collect(collection_path, config):
+    """In the torch-free env, only the launcher modules are collected (the others import
+    torch, transformers, numpy or PIL at module level)."""
+    if TORCH_FREE and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in LAUNCHER_MODULES
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in LAUNCHER_MODULES:
+            item.add_marker(pytest.mark.launcher)

@@ -32,6 +32,9 @@ fi
 phase apt
 
 bash setup.sh
+# The login-node env (requirements-launcher.txt alone, no torch): test_launcher_env.py launches
+# from it, and a full run below repeats the `launcher` tests inside it.
+bash setup.sh --launcher
 phase venv
 
 # XTuner's own environment (.venv-xtuner: xtuner 0.2.0, transformers 4.48.0, mmengine 0.10.6)
@@ -68,8 +71,12 @@ if [[ $# -gt 0 ]]; then
   .venv/bin/python -m pytest -q "$@" || status=$?
 else
   .venv/bin/python -m pytest -q tests || status=$?
+  phase pytest
+  echo "[tests/run.sh] the launcher tests again, inside the torch-free .venv-launcher"
+  .venv-launcher/bin/python -m pytest -q -p no:cacheprovider -m "launcher and not slow and not xtuner" tests || status=$?
+  phase_name=launcher
 fi
-phase pytest
+phase "${phase_name:-pytest}"
 if [[ $status -eq 5 ]]; then
   echo "[tests/run.sh] FAILED: pytest collected no tests (exit 5)" >&2
 elif [[ $status -ne 0 ]]; then
