@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from launcher.defaults import base_config
 from launcher.flops import dims_from_config, sample_flops, trainable_from_config
 from launcher.memory import estimate
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    base = yaml.safe_load((ROOT / "conf/base/model.yaml").read_text()) or {}
+    base = base_config("model")
     for path in sorted((ROOT / "conf/model").glob("*.yaml")):
         model = {**base, **(yaml.safe_load(path.read_text()) or {})}
         model.pop("defaults", None)

@@ -18,9 +18,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from launcher import defaults
 from launcher.spec import ConfigError, Problem
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+defaults.register()  # base/{model,data,cluster,job}: the dataclass defaults (launcher/defaults.py)
 GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark")
 
 _UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'|Key '([^']+)' is not in struct")

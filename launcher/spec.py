@@ -324,8 +324,11 @@ class JobSpec:
     """Block until the job ends; null: yes for cluster=local, no otherwise."""
     run_dir: str
     runs_root: str = "runs"
+    """Where run dirs go when run_dir is not given (relative: to the current directory)."""
     models_root: str = "/mnt/models"
+    """Where checkpoints live on the cluster's shared storage (model paths build on it)."""
     data_root: str = "/mnt/data"
+    """Where datasets live on the cluster's shared storage (data paths build on it)."""
     cache_dir: str
     check_data: bool = True
     """Run the data pre-flight (every bad sample as file:line) before submitting, dry runs too."""
