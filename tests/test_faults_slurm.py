@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -147,5 +148,93 @@ def test_preempted_job_requeues_skips_a_corrupt_checkpoint_and_resumes_exactly(
     # node 1 of the first attempt saved too, and says so (torchrun reports the 75 as 1)
     node1 = (run_dir / "logs" / "node1.log").read_text()
     assert "[launcher] node 1: saved for requeue" in node1, node1[-3000:]
+    status = launch("status", str(run_dir), env=env)
+    assert status.stdout.startswith("COMPLETED"), status.stdout
+
+
+def requeue_events(run_dir: Path) -> list[dict]:
+    path = run_dir / "logs" / "requeues.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def release_each_requeue(
+    job_id: str, run_dir: Path, env: dict[str, str], timeout_s: float, first=None
+) -> None:
+    """Until the job has left the queue: whenever it waits requeued, start it now (see
+    `release`), after `first()` at the first requeue. Slurm revokes the old credential at the
+    requeue, to the second, and refuses a new one issued within that second ("Job credential
+    revoked"): so wait 2 s first."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while (state := squeue_state(job_id, env)) is not None:
+        assert time.monotonic() < deadline, f"timed out waiting for job {job_id}\n{logs(run_dir)}"
+        if state == "PENDING" and len(requeue_events(run_dir)) > seen:
+            if seen == 0 and first is not None:
+                first()
+            seen = len(requeue_events(run_dir))
+            time.sleep(2)
+            release(job_id, env)
+        time.sleep(0.5)
+
+
+TIME_LIMIT_STEPS = 300
+"""cluster.time_min=1, signal_delay_s=10: Slurm sends USR2 20-50 s into the job (its time-limit
+check runs every 30 s and signals up to one period early); training starts ~16 s in, at
+0.16-0.5 s a step on this machine, so 300 steps never fit in the first attempt."""
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_time_limit_signal_from_slurm_saves_requeues_and_completes(slurm_cluster, tmp_path: Path):
+    """Nobody signals the job: its 1-minute time limit makes Slurm send USR2 signal_delay_s
+    before it. The requeue is booked as time_limit (not preempted), every rank saved at the
+    next step boundary, the next attempt resumes from that checkpoint and the run completes
+    with every step logged once.
+
+    Each attempt gets the same 1-minute limit, i.e. 5-35 s of training on this machine: the
+    run would go on attempt after attempt (up to max_requeues, then stop with its state
+    saved). To keep the test short, the requeued job's limit is raised to 10 minutes before
+    it restarts, so the second attempt finishes."""
+    env = slurm_cluster.env
+    run_dir = tmp_path / "timelimit"
+    r = launch(
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        f"max_steps={TIME_LIMIT_STEPS}",
+        "save_steps=100",
+        "save_total_limit=2",
+        "cluster.time_min=1",
+        "cluster.signal_delay_s=10",
+        "wait=false",
+        f"run_dir={run_dir}",
+        f"cache_dir={tmp_path / 'cache'}",
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
+
+    def longer_limit() -> None:
+        slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"])
+
+    try:
+        release_each_requeue(job_id, run_dir, env, timeout_s=400, first=longer_limit)
+    finally:
+        subprocess.run(["scancel", job_id], env=env, check=False, capture_output=True)
+    node0 = (run_dir / "logs" / "node0.log").read_text()
+    events = requeue_events(run_dir)
+    assert events, f"never signalled: {TIME_LIMIT_STEPS} steps too few?\n{logs(run_dir)}"
+    for e in events:
+        assert e["kind"] == "time_limit" and e["action"] == "requeued", events
+        assert e["saved"] is True, events  # every rank saved before the requeue
+    stops = [int(s) for s in re.findall(r"\[train\] stop requested: saved checkpoint-(\d+)", node0)]
+    resumed = [int(s) for s in re.findall(r"\[train\] resuming from \S+ \(step (\d+)\)", node0)]
+    assert stops and stops == [e["resume_step"] for e in events], (stops, events)
+    assert resumed == stops, (resumed, stops, node0[-3000:])  # each attempt went on from its save
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == list(range(1, TIME_LIMIT_STEPS + 1)), logs(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == TIME_LIMIT_STEPS, summary
+    assert summary["requeues"] == len(events) and summary["restart"] == len(events), summary
     status = launch("status", str(run_dir), env=env)
     assert status.stdout.startswith("COMPLETED"), status.stdout
