@@ -56,7 +56,7 @@ def progress(run: RunDir) -> dict:
     rows = run.metrics()
     failure = summary.get("failure_class")
     if failure is None and not summary and run.job_json.exists() and state(run) in ENDED:
-        from launcher.node import diagnose
+        from launcher.attempt import diagnose
 
         found = diagnose(run)
         failure = found.failure_class if found else None

@@ -15,7 +15,7 @@ from launcher.checkpoints import (
     newest_hf_checkpoint,
     newest_xtuner_checkpoint,
 )
-from launcher.node import after_srun, requeue_kind, saved_for_requeue
+from launcher.requeue import after_srun, requeue_kind, saved_for_requeue
 from launcher.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,282 @@
+"""Stop and requeue: the stop request every rank honours, submitit's USR2 handler (time limit
+or preemption) behind `NodeTask.checkpoint`, and the sbatch teardown `after_srun`, which reads
+the logs when node 0 could not say how the job ended and requeues on a node failure.
+
+Run as `python -m launcher.node RUN_DIR --after-srun=$?` from the sbatch script's teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+from launcher.attempt import (
+    EX_TEMPFAIL,
+    STATE,
+    attempt_summary,
+    diagnose,
+    restart_count,
+    status_for,
+    stop_action,
+)
+from launcher.collect.failure import Failure
+from launcher.plan import Plan
+from launcher.rendezvous import Rendezvous, rendezvous_from_slurm, scontrol
+from launcher.rundir import RunDir
+
+STOP_ENGINES = ("internvl_chat",)
+"""Engines whose trainer honours RUN_DIR/control/stop; the others resume from their last
+periodic checkpoint after a requeue."""
+
+
+class _Child:
+    """The running child of this node task (one at a time), shared with the signal handler."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int = 0
+        self.done = threading.Event()
+        self.requeuing = False
+
+    def start(self, proc: subprocess.Popen) -> None:
+        self.proc, self.returncode = proc, 0
+        self.done.clear()
+
+    def finish(self, returncode: int) -> None:
+        self.returncode = returncode
+        self.done.set()
+
+
+CHILD = _Child()
+
+
+def stop_line(run: RunDir, node_rank: int) -> str | None:
+    """The trainer's last "[train] stop requested" line in this node's log."""
+    log = run.node_log(node_rank)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    lines = [ln for ln in text.splitlines() if "[train] stop requested" in ln]
+    return lines[-1].split("]:", 1)[-1].strip() if lines else None
+
+
+TORCHRUN_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)", re.M)
+
+
+def saved_for_requeue(run: RunDir, tail: str) -> bool:
+    """torchrun exits 1 when its workers exit 75 (saved on a stop request): the stop file was
+    written, and every worker exit code in torchrun's failure report is 75."""
+    if not run.stop_file.exists():
+        return False
+    codes = TORCHRUN_EXIT.findall(tail)
+    return bool(codes) and all(int(c) == EX_TEMPFAIL for c in codes)
+
+
+def new_attempt(run: RunDir) -> str | None:
+    """Node 0 at the start of a requeued attempt: clear the stop request, put the previous
+    attempt's summary aside, count a requeue Slurm did on its own (NODE_FAIL, scontrol).
+    Returns the line to log, if this is a requeued attempt."""
+    run.stop_file.unlink(missing_ok=True)
+    restarts = restart_count()
+    if run.summary_json.exists():
+        os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts - 1}.json")
+    recorded = run.requeues()
+    if restarts > len(recorded):
+        run.add_requeue(
+            {
+                "restart": restarts - 1,
+                "kind": "slurm",
+                "at": time.time(),
+                "reason": "requeued by Slurm or scontrol (node failure, scontrol requeue)",
+                "action": "requeued",
+            }
+        )
+    if restarts:
+        return f"[launcher] attempt {restarts + 1}: requeued {restarts} time(s)\n"
+    return None
+
+
+def _wait_for_save(run: RunDir, requested: float, limit_s: float) -> tuple[bool, int | None]:
+    """Wait (at most limit_s) until this node's child exited after the stop request, or a
+    valid checkpoint newer than the request exists. (saved?, step of the newest valid one)."""
+    from launcher.checkpoints import MARKER, valid_checkpoints
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        found = valid_checkpoints(run.output_dir)
+        fresh = [n for n, p in found if (p / MARKER).stat().st_mtime >= requested - 1]
+        if CHILD.done.is_set():
+            # torchrun reports its workers' 75 as 1: a checkpoint newer than the request
+            # is the proof that they saved
+            saved = CHILD.returncode == EX_TEMPFAIL or bool(fresh)
+            return saved, found[-1][0] if found else None
+        if fresh and CHILD.proc is None:
+            return True, fresh[-1]
+        if time.monotonic() > deadline:
+            return bool(fresh), found[-1][0] if found else None
+        time.sleep(0.2)
+
+
+def request_stop(run: RunDir, reason: str, limit_s: float, engine: str) -> dict:
+    """Ask every rank to save (the stop file), wait for it, and say what was saved."""
+    requested = time.time()
+    run.control_dir.mkdir(parents=True, exist_ok=True)
+    run.stop_file.write_text(json.dumps({"reason": reason, "at": requested}) + "\n")
+    if engine in STOP_ENGINES:
+        saved, step = _wait_for_save(run, requested, limit_s)
+    else:
+        from launcher.checkpoints import last_step
+
+        saved, step = False, last_step(run.output_dir, engine)
+    return {
+        "saved": saved,
+        "resume_step": step,
+        "waited_s": round(time.time() - requested, 1),
+    }
+
+
+def requeue_kind(started: float, time_min: float | None, now: float | None = None) -> str:
+    """submitit's rule: a signal after min(0.8 x limit, limit - 10 min) is the time limit
+    (no --time: the partition's limit, unknown here, so the job's own SLURM limit is read)."""
+    walltime = (now or time.time()) - started
+    if time_min is None:
+        time_min = _slurm_time_limit_min()
+        if time_min is None:
+            return "time_limit"
+    limit = time_min * 60
+    return "time_limit" if walltime >= min(0.8 * limit, limit - 600) else "preempted"
+
+
+def _slurm_time_limit_min() -> float | None:
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = scontrol("show", "job", job)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if re.search(r"\bTimeLimit=UNLIMITED\b", out):
+        return float("inf")  # no limit to run into: the signal is a preemption
+    m = re.search(r"\bTimeLimit=(?:(\d+)-)?(\d+):(\d+):(\d+)", out)
+    if m is None:
+        return None
+    d, h, mi, sec = (int(x or 0) for x in m.groups())
+    return d * 1440 + h * 60 + mi + sec / 60
+
+
+def stop_for_requeue(run_dir: str) -> bool:
+    """On USR2 (global rank 0, through NodeTask.checkpoint): every rank saves at the next step
+    boundary (the stop file). True: requeue the job, the event recorded. False: past
+    cluster.max_requeues, the run stops instead, with its state saved and summary.json
+    written."""
+    run = RunDir(run_dir)
+    plan = Plan.load(run.root)
+    slurm = plan.slurm or {}
+    kind = requeue_kind(STATE.started or time.time(), slurm.get("time"))
+    limit = max(10.0, float(slurm.get("signal_delay_s", 90)) - 15)
+    CHILD.requeuing = True
+    done = request_stop(run, kind, limit, plan.engine)
+    max_requeues = int((plan.reliability or {}).get("max_requeues", 3))
+    used = len(run.requeues())
+    event = {
+        "restart": restart_count(),
+        "kind": kind,
+        "at": time.time(),
+        **done,
+    }
+    if used >= max_requeues:
+        event["action"] = f"stopped: max_requeues ({max_requeues}) reached"
+        reason = (
+            f"{kind.replace('_', ' ')}: not requeued, cluster.max_requeues={max_requeues} "
+            f"reached; state saved at step {done['resume_step']}"
+        )
+        rv = rendezvous_from_slurm()
+        summary = attempt_summary(run, rv, STATE.started, status="stopped", reason=reason)
+        summary |= {"failure_class": kind, "action": event["action"]}
+        run.write_summary(summary)
+        return False
+    event["action"] = "requeued"
+    run.add_requeue(event)
+    return True
+
+
+def after_srun(run_dir: str, srun_status: int) -> int:
+    """The sbatch script's teardown, on the batch host once srun returned. When node 0 could
+    not say how the job ended (another node or rank died and srun killed the rest), read the
+    logs: requeue on a node failure or collective timeout (cluster.requeue_on_node_failure,
+    within max_requeues, optionally excluding the failed node), else write the summary."""
+    run = RunDir(run_dir)
+    plan = Plan.load(run.root)
+    events = run.requeues()
+    restarts = restart_count()
+    if events and events[-1].get("restart") == restarts and events[-1]["action"] == "requeued":
+        return 0  # submitit's signal handler already requeued this attempt
+    summary = run.summary()
+    this_attempt = summary is not None and summary.get("restart", 0) == restarts
+    if this_attempt and summary["status"] in ("completed", "stopped", "cancelled"):
+        return 0 if summary["status"] == "completed" else srun_status or 1
+    env = dict(os.environ)
+    try:
+        rv = rendezvous_from_slurm(env)
+    except (KeyError, subprocess.CalledProcessError, FileNotFoundError):
+        rv = Rendezvous(0, plan.derived.nodes, "", 0, env.get("SLURM_JOB_ID"))
+    failure = diagnose(run, rv.hostnames)
+    if failure is None:
+        failure = Failure(
+            "training_error", f"training error: srun exited with status {srun_status}"
+        )
+    cluster = plan.reliability or {}
+    max_requeues = int(cluster.get("max_requeues", 3))
+    retry = failure.failure_class in ("node_failure", "collective_timeout", "hardware_error")
+    if retry and cluster.get("requeue_on_node_failure", True) and len(events) < max_requeues:
+        event = {
+            "restart": restarts,
+            "kind": failure.failure_class,
+            "at": time.time(),
+            "reason": failure.reason,
+            "node": failure.node,
+            "action": "requeued",
+            "resume_step": _resume_step(run, plan),
+        }
+        if cluster.get("exclude_failed_nodes") and failure.node in rv.hostnames:
+            out = subprocess.run(
+                ["scontrol", "update", f"JobId={rv.job_id}", f"ExcNodeList={failure.node}"],
+                capture_output=True,
+                text=True,
+            )
+            event["excluded"] = failure.node if out.returncode == 0 else None
+            if out.returncode != 0:
+                event["exclude_error"] = (out.stderr or out.stdout).strip()
+        if summary is not None:
+            os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts}.json")
+        run.add_requeue(event)
+        print(f"[launcher] {failure.reason}; requeueing job {rv.job_id}", flush=True)
+        done = subprocess.run(["scontrol", "requeue", str(rv.job_id)])
+        return done.returncode
+    why = (
+        "requeue_on_node_failure is off"
+        if retry and not cluster.get("requeue_on_node_failure", True)
+        else f"max_requeues ({max_requeues}) reached"
+        if retry
+        else None
+    )
+    fields = {**failure.as_dict(), "action": stop_action(failure, why)}
+    if summary is not None and summary.get("restart", 0) == restarts:
+        summary |= fields
+        run.write_summary(summary)
+    else:
+        summary = attempt_summary(
+            run, rv, STATE.started or time.time(), status=status_for(failure), **fields
+        )
+        summary["returncode"] = srun_status
+        run.write_summary(summary)
+    print(f"[launcher] job ended: {failure.reason}", flush=True)
+    return srun_status or 1
+
+
+def _resume_step(run: RunDir, plan: Plan) -> int | None:
+    from launcher.checkpoints import last_step
+
+    return last_step(run.output_dir, plan.engine)
