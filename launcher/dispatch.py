@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 from launcher import site
-from launcher.plan import Plan, wrapper_argv
+from launcher.jobscript import wrapper_argv
+from launcher.plan import Plan
 from launcher.rundir import RunDir, write_json_atomic
 from launcher.spec import JobSpec
 
@@ -73,7 +74,7 @@ def _executor_class():
     from submitit.slurm.slurm import _make_sbatch_string
 
     class Executor(submitit.SlurmExecutor):
-        """SlurmExecutor that can leave --time out of the script (plan.render_sbatch's twin)."""
+        """SlurmExecutor that can leave --time out of the script (jobscript.render_sbatch's twin)."""
 
         requeue_timeout_min: int | None = None
 

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from launcher import compose as composing
 from launcher.check import Checked, check
 from launcher.dispatch import dispatch, wait
-from launcher.plan import REPO, Plan, make_plan, sbatch_flags
+from launcher.jobscript import REPO, sbatch_flags
+from launcher.plan import Plan, make_plan
 from launcher.rundir import RunDir
 from launcher.spec import ConfigError, JobSpec, Problem, to_spec
 

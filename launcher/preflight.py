@@ -19,7 +19,7 @@ from launcher import site
 from launcher.derive import Derived
 from launcher.engines.base import PrepareStep
 from launcher.engines.internvl import meta_entries
-from launcher.plan import REPO, node_python
+from launcher.jobscript import REPO, node_python
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
 

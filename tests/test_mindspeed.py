@@ -13,8 +13,8 @@ import pytest
 
 from launcher import compose as composing
 from launcher import site
+from launcher.jobscript import REPO
 from launcher.pipeline import plan_from_config
-from launcher.plan import REPO
 from launcher.spec import ConfigError
 
 EXPECTED = Path(__file__).parent / "expected" / "mindspeed"

@@ -14,7 +14,6 @@ PACKAGES = ("launcher/", "internvl_chat/")
 KNOWN_OVER = {
     "launcher/engines/mindspeed/render.py",  # data.json, model.json, convert.sh, argv
     "launcher/spec.py",  # the dataclasses and the dict -> dataclass converter
-    "launcher/plan.py",  # Plan (+ load), sbatch/job.sh rendering, make_plan
 }
 
 

@@ -15,8 +15,9 @@ import pytest
 
 from launcher import compose as composing
 from launcher import site
+from launcher.jobscript import REPO
 from launcher.pipeline import plan_from_config, run
-from launcher.plan import REPO, Plan
+from launcher.plan import Plan
 from launcher.rundir import RunDir
 from launcher.spec import ConfigError
 

@@ -19,8 +19,8 @@ import pytest
 from launcher import compose as composing
 from launcher.engines.base import Outcome
 from launcher.engines.xtuner import judge, render_xtuner_config, vis_to_metrics, warmup_iters
+from launcher.jobscript import REPO
 from launcher.pipeline import plan_from_config
-from launcher.plan import REPO
 
 EXPECTED = Path(__file__).parent / "expected" / "xtuner"
 XTUNER_ENV = REPO / ".venv-xtuner"

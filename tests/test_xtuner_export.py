@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.plan import REPO
+from launcher.jobscript import REPO
 from tests.test_xtuner import XPY, launch, need_xtuner_env, tiny_llava, tiny_overrides
 from xtuner_cfgs.to_hf import (
     ConversionError,
