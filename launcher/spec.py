@@ -2,41 +2,18 @@
 
 YAML (conf/) holds choices; this module holds their types. `to_spec(dict)` converts the
 composed config right away and reports every unknown key and wrong type at once, each as a
-`Problem` naming the setting to change.
+`Problem` naming the setting to change (launcher.problems; the conversion itself is
+launcher.convert).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One violation: which setting, what is wrong, and (optionally) what to do."""
-
-    setting: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.setting}: {self.message}"
-
-
-class ConfigError(Exception):
-    """Raised with every problem found; nothing has been written or submitted."""
-
-    def __init__(self, problems: list[Problem], source: str = "configuration"):
-        self.problems = list(problems)
-        lines = [
-            f"{len(self.problems)} problem(s) in the {source}; nothing was written or submitted:"
-        ]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+from launcher.convert import build
+from launcher.problems import ConfigError, Problem
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,85 +334,10 @@ class JobSpec:
         return self.cluster.kind == "local" if self.wait is None else self.wait
 
 
-# --- dict -> dataclass, collecting every problem ---------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, where: str, problems: list[Problem]) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(value, inner[0], where, problems)
-    if origin is Literal:
-        if value in args and type(value) is type(args[list(args).index(value)]):
-            return value
-        problems.append(Problem(where, f"{value!r} is not one of {', '.join(map(repr, args))}"))
-        return args[0]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            problems.append(Problem(where, f"expected a mapping, got {value!r}"))
-            return None
-        return _build(tp, value, where, problems)
-    if origin in (Mapping, dict, typing.Mapping):
-        if not isinstance(value, Mapping):
-            problems.append(Problem(where, f"expected a mapping, got {value!r}"))
-            return {}
-        vt = args[1] if args else Any
-        return {str(k): _convert(v, vt, f"{where}.{k}", problems) for k, v in value.items()}
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, list | tuple):
-            problems.append(Problem(where, f"expected a list, got {value!r}"))
-            return ()
-        return tuple(_convert(v, args[0], f"{where}[{i}]", problems) for i, v in enumerate(value))
-    if tp is Any:
-        return value
-    env_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str and (".env." in f".{where}" or ".network." in f".{where}") and env_number:
-        return str(value)  # `hw.env.HCCL_CONNECT_TIMEOUT=600` reaches us as an int
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, float) and value.is_integer() and where.endswith("params"):
-        return int(value)
-    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-        return value
-    problems.append(Problem(where, f"expected {_type_name(tp)}, got {value!r}"))
-    return value
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[Problem]) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{_join(prefix, close[0])}'?)" if close else ""
-            problems.append(Problem(_join(prefix, key), f"unknown setting{hint}"))
-    for name, f in fields.items():
-        where = _join(prefix, name)
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], where, problems)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.append(Problem(where, "missing required setting"))
-            kwargs[name] = None
-    return cls(**kwargs)
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
 def to_spec(data: Mapping[str, Any]) -> JobSpec:
     """Convert a resolved config mapping; raise ConfigError listing every problem."""
     problems: list[Problem] = []
-    spec = _build(JobSpec, data, "", problems)
+    spec = build(JobSpec, data, "", problems)
     if problems:
         raise ConfigError(problems)
     return spec
