@@ -1,7 +1,8 @@
 """MindSpeed-MM InternVL2 on Ascend NPUs (seed 004): engine `mindspeed`.
 
 Planning renders `RUN_DIR/mindspeed/{data.json, model.json, convert.sh}` (launcher.engines.
-mindspeed.render) with one pipeline split (launcher.engines.mindspeed.split) used everywhere.
+mindspeed.{data_json,model_json,convert_sh}) and the pretrain argv (mindspeed.render) with one
+pipeline split (launcher.engines.mindspeed.split, resolved by mindspeed.render) used everywhere.
 Before the first start node 0 converts the HF weights with that split (`convert.sh hf_to_mm`,
 skipped when the folder exists) and links them into RUN_DIR/output as Megatron's `release`
 checkpoint. Each node then runs
@@ -24,6 +25,9 @@ from pathlib import Path
 from launcher.derive import Derived
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.engines.mindspeed import render
+from launcher.engines.mindspeed.convert_sh import convert_sh
+from launcher.engines.mindspeed.data_json import data_json, dataset_paths
+from launcher.engines.mindspeed.model_json import model_json
 from launcher.engines.mindspeed.split import Split
 from launcher.engines.torchrun import torchrun
 from launcher.plan import Plan
@@ -79,7 +83,7 @@ class MindSpeedEngine:
         elif d.generate not in (None, "synthetic"):
             out.append(Problem("data.generate", f"{d.generate!r} data is not InternVL data"))
         elif not d.generate:
-            train, _ = render.dataset_paths(spec)
+            train, _ = dataset_paths(spec)
             if len(train) != 1 and (d.datasets or d.meta_file):
                 out.append(
                     Problem(
@@ -131,9 +135,9 @@ class MindSpeedEngine:
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
         split = _split(spec)
         files = {
-            run.mindspeed_dir / "data.json": _dump(render.data_json(spec)),
-            run.mindspeed_dir / "model.json": _dump(render.model_json(spec, split)),
-            run.mindspeed_dir / "convert.sh": render.convert_sh(spec, split, run),
+            run.mindspeed_dir / "data.json": _dump(data_json(spec)),
+            run.mindspeed_dir / "model.json": _dump(model_json(spec, split)),
+            run.mindspeed_dir / "convert.sh": convert_sh(spec, split, run),
         }
         return {run.relative(path): text for path, text in files.items()}
 
