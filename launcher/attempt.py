@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -93,22 +94,58 @@ def stop_action(failure: Failure, why: str | None = None) -> str:
     return "stopped" + (f": {why}" if why else "")
 
 
+ATTEMPT_START = (
+    re.compile(r"^submitit INFO \(.*\) - Starting with JobEnvironment", re.M),
+    re.compile(r"^\[launcher\] node \d+/\d+ on ", re.M),
+)
+"""The first line each attempt writes to a submitit log, else to a node log (both appended
+to; a submitit task log also holds node 0's launcher lines, so its own line is used there)."""
+
+
+def attempt_text(text: str, back: int = 0) -> str:
+    """The part of an appended log that the attempt `back` attempts before the newest wrote."""
+    starts = next(
+        ([m.start() for m in found] for rx in ATTEMPT_START if (found := list(rx.finditer(text)))),
+        [],
+    )
+    if not starts:
+        return text if back == 0 else ""
+    if back >= len(starts):
+        return ""
+    i = len(starts) - 1 - back
+    return text[starts[i] : starts[i + 1] if i + 1 < len(starts) else len(text)]
+
+
 def diagnose(
-    run: RunDir, hostnames: tuple[str, ...] = (), extra: dict[str, str] | None = None
+    run: RunDir,
+    hostnames: tuple[str, ...] = (),
+    extra: dict[str, str] | None = None,
+    back: int = 0,
 ) -> Failure | None:
-    """Why the run's job failed, from every log it left: node logs, per-rank logs, Slurm's
-    batch log (srun and slurmstepd lines) and the nodes' exit records."""
+    """Why the run's job failed, from every log its newest attempt (or the one `back` attempts
+    before it) left: node logs, per-rank logs (newest attempt only), Slurm's batch log (srun
+    and slurmstepd lines) and the nodes' exit records. A requeued job appends to the same
+    logs: an earlier attempt's cause must not explain a later one."""
     from launcher.collect.failure import classify
 
     sources: list[tuple[str, str]] = []
     files = sorted(run.logs_dir.glob("node*.log"))
-    files += sorted(run.logs_dir.glob("node*-ranks/**/*.log"))
+    if back == 0:
+        # torchrun's per-run folders made since node 0 prepared this attempt (it rewrites
+        # the marker each attempt; torchrun starts after it)
+        marker = run.prepared_marker
+        since = marker.stat().st_mtime - 1 if marker.exists() else 0
+        for d in sorted(run.logs_dir.glob("node*-ranks/*")):
+            files += sorted(d.glob("**/*.log")) if d.stat().st_mtime >= since else []
     files += sorted(run.submitit_dir.glob("*_log.out")) + sorted(run.submitit_dir.glob("*_log.err"))
     for f in files:
         try:
-            sources.append((str(f.relative_to(run.root)), f.read_text(errors="replace")))
+            text = f.read_text(errors="replace")
         except OSError:
             continue
+        if "-ranks" not in f.parent.as_posix():
+            text = attempt_text(text, back)
+        sources.append((str(f.relative_to(run.root)), text))
     sources += list((extra or {}).items())  # last: the logs quote the cause, this the verdict
     codes = {}
     for f in sorted(run.logs_dir.glob("node*.exit.json")):

@@ -146,7 +146,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
     )
     engine = get_engine(plan.engine)
     if rv.node_rank == 0:
-        line = new_attempt(run)
+        line = new_attempt(run, rv.hostnames)
         if line:
             tee.write(line)
     ok, reason = _prepare(run, plan, rv, tee)

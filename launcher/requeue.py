@@ -74,25 +74,32 @@ def saved_for_requeue(run: RunDir, tail: str) -> bool:
     return bool(codes) and all(int(c) == EX_TEMPFAIL for c in codes)
 
 
-def new_attempt(run: RunDir) -> str | None:
+def new_attempt(run: RunDir, hostnames: tuple[str, ...] = ()) -> str | None:
     """Node 0 at the start of a requeued attempt: clear the stop request, put the previous
     attempt's summary aside, count a requeue Slurm did on its own (NODE_FAIL, scontrol).
-    Returns the line to log, if this is a requeued attempt."""
+    Returns the line to log, if this is a requeued attempt.
+
+    Slurm requeues a job whose node it declared down itself and kills the batch script, so
+    after_srun never ran: the logs then say why ("srun: error: Node failure on node2", which
+    the earlier attempt's node 0 could not see yet: it only saw its collective time out)."""
     run.stop_file.unlink(missing_ok=True)
     restarts = restart_count()
     if run.summary_json.exists():
         os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts - 1}.json")
     recorded = run.requeues()
     if restarts > len(recorded):
-        run.add_requeue(
-            {
-                "restart": restarts - 1,
-                "kind": "slurm",
-                "at": time.time(),
-                "reason": "requeued by Slurm or scontrol (node failure, scontrol requeue)",
-                "action": "requeued",
-            }
-        )
+        event = {
+            "restart": restarts - 1,
+            "kind": "slurm",
+            "at": time.time(),
+            "reason": "requeued by Slurm or scontrol (node failure, scontrol requeue)",
+            "action": "requeued",
+        }
+        found = diagnose(run, hostnames, back=1)  # this attempt has only begun
+        if found is not None and found.failure_class in ("node_failure", "hardware_error"):
+            event |= {"kind": found.failure_class, "reason": found.reason, "node": found.node}
+        event["resume_step"] = _resume_step(run, Plan.load(run.root))
+        run.add_requeue(event)
     if restarts:
         return f"[launcher] attempt {restarts + 1}: requeued {restarts} time(s)\n"
     return None

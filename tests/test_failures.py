@@ -74,6 +74,14 @@ def test_a_peers_traceback_outranks_the_closed_connection_it_causes():
     assert found.failure_class == "training_error" and "ZeroDivisionError" in found.reason
 
 
+def test_slurms_node_failure_outranks_the_collective_timeout_it_causes():
+    """node2 frozen (its slurmd and processes stopped): rank 0's gloo collective times out,
+    then Slurm declares node2 down. The lost node is the cause, and it is named."""
+    found = classify({"submitit/83_0_log.out": (FIX / "node_stop.log").read_text()})
+    assert found.failure_class == "node_failure" and found.node == "node2", found
+    assert "Node failure on node2" in found.reason
+
+
 def test_node_is_named():
     found = classify({"submitit/41_0_log.out": (FIX / "node_failure_srun.log").read_text()})
     assert found.failure_class == "node_failure"

@@ -244,3 +244,32 @@ def test_an_oom_is_the_points_verdict_not_requeued_and_the_report_says_so(
     out = subprocess.run([sys.executable, "launch.py", "report", str(run.root)], cwd=REPO,
                          capture_output=True, text=True)  # fmt: skip
     assert "infeasible, not retried" in (run.root / "report.md").read_text(), out
+
+
+def test_each_attempt_is_judged_by_its_own_lines_of_the_appended_logs(tmp_path: Path, monkeypatch):
+    """A requeued job appends to the same node and submitit logs. Attempt 1 lost node2 (Slurm's
+    node failure); attempt 2 ended with an error of its own: the teardown must not requeue it
+    again as attempt 1's node failure, and the next attempt's start books Slurm's own requeue
+    of attempt 1 with the cause that attempt's lines give, naming node2."""
+    from launcher.attempt import diagnose
+    from launcher.requeue import new_attempt
+
+    run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2")
+    run.submitit_dir.mkdir()
+    start = "submitit INFO (2026-12-03 20:13:01,467) - Starting with JobEnvironment(job_id=85)\n"
+    node = "[launcher] node 0/2 on vm master 127.0.0.1:29585 job 85\n"
+    (run.submitit_dir / "85_0_log.out").write_text(  # task 0's log has node 0's lines too
+        start + node + "srun: error: Node failure on node2\n" + start + node
+    )
+    run.node_log(0).write_text(
+        node + "[default0]:[rank0]: RuntimeError: Timed out waiting 20000ms for recv\n" + node
+    )
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    new_attempt(run, ("node1", "node2"))
+    (event,) = run.requeues()
+    assert event["kind"] == "node_failure" and event["node"] == "node2", event
+    assert diagnose(run, ("node1", "node2")) is None  # attempt 2 has said nothing wrong yet
+    with (run.node_log(0)).open("a") as f:
+        f.write("[default0]:ZeroDivisionError: division by zero\n")
+    found = diagnose(run, ("node1", "node2"))
+    assert found.failure_class == "training_error" and "ZeroDivision" in found.reason, found

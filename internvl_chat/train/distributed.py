@@ -54,6 +54,21 @@ def skip_cpu_shm_build() -> None:
         deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
+def groups_inherit_timeout(timeout) -> None:
+    """Make process groups created later (`new_group` without a timeout) use `timeout` too.
+
+    torch gives such a group its backend's default (gloo 30 min, NCCL 10 min), not the world
+    group's timeout, and DeepSpeed creates its data-parallel group that way (ZeRO's gradient
+    reductions run on that clone of the world): a hung node then stalled the others for 30
+    minutes whatever ddp_timeout said (found by freezing node2 in test_faults_node_stop).
+    """
+    from torch.distributed import distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timeout
+    if hasattr(c10d, "default_pg_nccl_timeout"):
+        c10d.default_pg_nccl_timeout = timeout
+
+
 class Dist:
     """This rank's place in the job and the collectives the loop needs."""
 
@@ -69,9 +84,9 @@ class Dist:
         if not cuda:
             skip_cpu_shm_build()
         # The timeout bounds how long a collective waits for a dead or hung rank (ddp_timeout).
-        deepspeed.init_distributed(
-            dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s)
-        )
+        timeout = timedelta(seconds=timeout_s)
+        groups_inherit_timeout(timeout)
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timeout)
         self.torch, self.dist = torch, dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -91,11 +91,8 @@ _RULES: dict[str, list[str]] = {
         r".*HCCL_EXEC_TIMEOUT.*",
     ],
     "node_failure": [
-        rf".*\*\*\* JOB \d+ ON {_NODE} CANCELLED AT \S+ DUE TO NODE FAIL.*",
-        rf"srun: error: Node failure on {_NODE}.*",
         # srun's first word on a task: a task srun killed itself afterwards is a consequence
         rf"srun: error: {_NODE}: task \d+: (?:Killed|Terminated)$",
-        r".*\bNODE_FAIL\b.*",
         r".*exitcode\s*:\s*-9 \(pid.*",
         r".*Signal 9 \(SIGKILL\) received by PID.*",
     ],
@@ -123,7 +120,16 @@ _PEER_GONE = [
     r".*Connection reset by peer.*",
     r".*failed to recv, got 0 bytes.*",
 ]
+# Slurm's own verdict that a node failed: the root cause of the collective timeout the live
+# ranks then report, so tried before collective_timeout; srun's line first, since it names the
+# failed node ("JOB N ON node1" names the batch host that printed the cancel, not the lost node).
+_SLURM_NODE_FAIL = [
+    [rf"srun: error: Node failure on {_NODE}.*"],
+    [r".*\*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO NODE FAIL.*", r".*\bNODE_FAIL\b.*"],
+]
 _COMPILED = [(cls, [re.compile(p) for p in _RULES[cls]]) for cls in CLASSES]
+_at = [c for c, _ in _COMPILED].index("collective_timeout")
+_COMPILED[_at:_at] = [("node_failure", [re.compile(p) for p in ps]) for ps in _SLURM_NODE_FAIL]
 _PEER_GONE_RE = [re.compile(p) for p in _PEER_GONE]
 _COMPILED.append(("node_failure", _PEER_GONE_RE))
 # Lines that look like errors but are not (warnings, our own echo of a command).
