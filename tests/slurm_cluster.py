@@ -10,8 +10,10 @@ failed before Python started). `wait_until_gone` + `submitit_results` are the ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -135,3 +137,83 @@ def submitit_results(job: Any, env: dict[str, str], timeout_s: float = 120) -> l
         )
         raise RuntimeError(f"Slurm job {job.job_id} ended without a result from tasks:\n{logs}")
     return job.results()
+
+
+def _procs() -> dict[int, tuple[int, str, list[str], bytes]]:
+    """pid -> (ppid, comm, argv, environ) of every process we may read."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            comm = (d / "comm").read_text().strip()
+            argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            environ = (d / "environ").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(d.name)] = (ppid, comm, argv, environ)
+    return out
+
+
+def node_processes(conf: Path, node: str, job_id: str) -> list[int]:
+    """What makes up `node` of the local cluster for job `job_id`: its slurmd (the one started
+    with `-f conf -N node`), the slurmstepd of each of the job's steps on it and all their
+    descendants. Every node is this machine, so they are found by their arguments and by the
+    SLURMD_NODENAME / SLURM_JOB_ID that Slurm puts in the tasks' environment."""
+    procs = _procs()
+    slurmd = [
+        pid
+        for pid, (_, comm, argv, _) in procs.items()
+        if comm == "slurmd" and str(conf) in argv and f"-N\0{node}\0" in "\0".join(argv) + "\0"
+    ]
+    marks = (f"SLURMD_NODENAME={node}\0".encode(), f"SLURM_JOB_ID={job_id}\0".encode())
+    stepds = {
+        ppid
+        for pid, (ppid, _, _, environ) in procs.items()
+        if all(m in environ for m in marks) and procs.get(ppid, (0, ""))[1] == "slurmstepd"
+    }
+    tree, grew = set(stepds), True
+    while grew:
+        grew = False
+        for pid, (ppid, *_) in procs.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return slurmd + sorted(stepds) + sorted(tree - stepds)
+
+
+def freeze(pids: list[int]) -> None:
+    """SIGSTOP each: a hung node (its sockets stay open, nothing answers)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def node_state(node: str, env: dict[str, str]) -> str:
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-n", node, "-o", "%t"], env=env, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def restore_node(node: str, env: dict[str, str], timeout_s: float = 60) -> str:
+    """After a thaw: wait until the node answers again (ReturnToService=2 brings a re-registered
+    node back), else RESUME it; its state (idle/mix/alloc unless it could not be restored)."""
+    deadline = time.monotonic() + timeout_s
+    while (state := node_state(node, env)) not in ("idle", "mix", "alloc"):
+        if time.monotonic() > deadline:
+            break
+        if "down" in state or "drain" in state:
+            subprocess.run(
+                ["scontrol", "update", f"NodeName={node}", "State=RESUME"],
+                env=env,
+                capture_output=True,
+            )
+        time.sleep(1)
+    return state

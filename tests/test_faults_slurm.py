@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import squeue_state, wait_until_gone
+from slurm_cluster import (
+    freeze,
+    node_processes,
+    restore_node,
+    squeue_state,
+    thaw,
+    wait_until_gone,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -238,3 +245,93 @@ def test_time_limit_signal_from_slurm_saves_requeues_and_completes(slurm_cluster
     assert summary["requeues"] == len(events) and summary["restart"] == len(events), summary
     status = launch("status", str(run_dir), env=env)
     assert status.stdout.startswith("COMPLETED"), status.stdout
+
+
+COLLECTIVE_TIMEOUT_S = 20
+SLURMD_TIMEOUT_S = 60
+"""The local cluster's SlurmdTimeout (slurm/slurm.conf.in): slurmctld pings each slurmd every
+SlurmdTimeout/3 and declares a node DOWN once it has not answered for SlurmdTimeout."""
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_frozen_node_ends_the_job_as_node_failure_naming_it_and_requeues(
+    slurm_cluster, tmp_path: Path
+):
+    """node2 hangs (its slurmd, the job's slurmstepd there and the ranks under it all get
+    SIGSTOP): rank 0's collective gives up after cluster.collective_timeout_s, Slurm declares
+    node2 down after SlurmdTimeout and srun ends; the verdict is node_failure naming node2
+    (not the collective timeout rank 0 reported), and the job is requeued. The hang is bounded
+    by Slurm's node-down detection here (SlurmdTimeout 60 s > collective_timeout_s 20 s): srun
+    waits for the frozen node's task until Slurm gives the node up. Node2 is thawed and back
+    in service before the test ends, pass or fail."""
+    env = slurm_cluster.env
+    run_dir = tmp_path / "nodestop"
+    steps = 30
+    r = launch(
+        "cluster=slurm",
+        "hw=cpu",
+        "nodes=2",
+        f"max_steps={steps}",
+        "save_steps=3",
+        "save_total_limit=2",
+        f"cluster.collective_timeout_s={COLLECTIVE_TIMEOUT_S}",
+        "wait=false",
+        f"run_dir={run_dir}",
+        f"cache_dir={tmp_path / 'cache'}",
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
+    frozen: list[int] = []
+    state = "?"
+    try:
+        wait_for("step 4", lambda: len(metrics(run_dir)) >= 4, run_dir, 240, poll_s=0.2)
+        frozen = node_processes(slurm_cluster.conf, "node2", job_id)
+        assert len(frozen) >= 3, frozen  # slurmd, the step's slurmstepd, its task (and ranks)
+        freeze(frozen)
+        lost_after = len(metrics(run_dir))
+        bound = SLURMD_TIMEOUT_S + COLLECTIVE_TIMEOUT_S + 60  # a margin for the 2-core machine
+        wait_for(
+            f"the job to end within {bound} s of node2 freezing",
+            lambda: squeue_state(job_id, env) in ("PENDING", None),
+            run_dir,
+            bound,
+        )
+        assert squeue_state(job_id, env) == "PENDING", "not requeued"
+        # Slurm restarts a job it requeued for a node failure at once; keep it until node2,
+        # back, has cleaned up the lost attempt (below)
+        slurm_cluster.run(["scontrol", "hold", job_id])
+    finally:
+        thaw(frozen)
+        state = restore_node("node2", env)
+    try:
+        assert state in ("idle", "mix", "alloc"), f"node2 not back in service: {state}"
+        # A node that comes back still runs the lost attempt's step until its slurmd cleans it
+        # up, and the requeued job has the same id (and step 0): starting it before then gets
+        # its new task on node2 killed by that cleanup. A real lost node has rebooted.
+        wait_for(
+            "node2 to clean up the lost attempt",
+            lambda: len(node_processes(slurm_cluster.conf, "node2", job_id)) <= 1,
+            run_dir,
+            60,
+        )
+        slurm_cluster.run(["scontrol", "release", job_id])
+        release(job_id, env)
+        wait_until_gone(job_id, env, timeout_s=240)
+    finally:
+        subprocess.run(["scancel", job_id], env=env, check=False, capture_output=True)
+    node0 = (run_dir / "logs" / "node0.log").read_text()
+    # collective_timeout_s bounded rank 0's wait (DeepSpeed's own groups too)
+    assert f"Timed out waiting {COLLECTIVE_TIMEOUT_S * 1000}ms" in node0, node0[-3000:]
+    events = requeue_events(run_dir)
+    assert len(events) == 1 and events[0]["action"] == "requeued", events
+    assert events[0]["kind"] == "node_failure" and events[0]["node"] == "node2", events
+    assert "Node failure on node2" in events[0]["reason"], events
+    resume_step = events[0]["resume_step"]
+    assert resume_step is not None and lost_after - resume_step <= 3, (events, lost_after)
+    assert f"(step {resume_step})" in node0, node0[-3000:]  # resumed from the last checkpoint
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == list(range(1, steps + 1)), logs(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["requeues"] == 1, summary
