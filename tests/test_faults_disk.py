@@ -1,0 +1,61 @@
+"""A full disk under the output dir mid-run (a small tmpfs mounted there): the failure is
+classified disk_full with the line that says so, and what was written before is intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from launcher.checkpoints import valid_checkpoints  # noqa: E402
+
+TMPFS_MB = 30
+"""A tiny-InternVL checkpoint (weights + ZeRO optimizer states) is about 13 MB: two fit."""
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_is_disk_full_and_loses_nothing_written_before(tmp_path: Path):
+    run_dir = tmp_path / "diskfull"
+    r = subprocess.run(
+        [sys.executable, "launch.py", "cluster=local", "hw=cpu", "max_steps=30",
+         "save_steps=3", "save_total_limit=3", "wait=false", f"run_dir={run_dir}",
+         f"cache_dir={tmp_path / 'cache'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pid = json.loads((run_dir / "job.json").read_text())["pid"]
+    out = run_dir / "output"
+    out.mkdir(exist_ok=True)  # node 0 is still preparing: the trainer has written nothing yet
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m", "tmpfs", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        os.kill(pid, 15)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true needs mount (root): {mounted.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        deadline = time.monotonic() + 240
+        while (run_dir / "summary.json").exists() is False or Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, "the run did not end"
+            time.sleep(0.5)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        saved = valid_checkpoints(out)
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+    assert summary["status"] == "failed" and summary["failure_class"] == "disk_full", summary
+    assert "No space left on device" in summary["reason"], summary
+    assert "cannot write checkpoint" in summary["reason"], summary  # which write, quoted
+    # nothing before the fault is lost: the checkpoints that fit, every step logged until then
+    assert [n for n, _ in saved] == [3, 6], saved
+    assert [m["step"] for m in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 6, rows
