@@ -59,3 +59,48 @@ def test_a_full_output_disk_is_disk_full_and_loses_nothing_written_before(tmp_pa
     # nothing before the fault is lost: the checkpoints that fit, every step logged until then
     assert [n for n, _ in saved] == [3, 6], saved
     assert [m["step"] for m in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 6, rows
+
+
+@pytest.mark.slow
+def test_an_output_dir_turned_read_only_is_output_unwritable_and_loses_nothing(tmp_path: Path):
+    """The output dir's filesystem goes read-only after the first checkpoint (a tmpfs
+    remounted ro: root ignores chmod): the next save fails, classified output_unwritable."""
+    run_dir = tmp_path / "readonly"
+    r = subprocess.run(
+        [sys.executable, "launch.py", "cluster=local", "hw=cpu", "max_steps=30",
+         "save_steps=3", "save_total_limit=3", "wait=false", f"run_dir={run_dir}",
+         f"cache_dir={tmp_path / 'cache'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pid = json.loads((run_dir / "job.json").read_text())["pid"]
+    out = run_dir / "output"
+    out.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(out)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        os.kill(pid, 15)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true needs mount (root): {mounted.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        deadline = time.monotonic() + 240
+        while not [n for n, _ in valid_checkpoints(out)]:
+            assert time.monotonic() < deadline and Path(f"/proc/{pid}").exists(), "no checkpoint"
+            time.sleep(0.2)
+        ro = subprocess.run(["mount", "-o", "remount,ro", str(out)], capture_output=True,
+                            text=True)  # fmt: skip
+        assert ro.returncode == 0, ro.stderr
+        while (run_dir / "summary.json").exists() is False or Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, "the run did not end"
+            time.sleep(0.5)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        saved = valid_checkpoints(out)
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+    assert summary["status"] == "failed", summary
+    assert summary["failure_class"] == "output_unwritable", summary
+    assert "Read-only file system" in summary["reason"], summary
+    assert [n for n, _ in saved][:1] == [3], saved  # what was saved before is still valid
+    assert [m["step"] for m in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3, rows
