@@ -87,6 +87,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     """One table row: the run's shape (plan.json or flags), its log's metrics and verdict."""
     row = Row(name=path.name if path.is_dir() else path.stem, path=path)
     cfg: dict[str, Any] = {}
+    infeasible = False
     seq_len = ov.seq_len
     row.world_size, row.global_batch = ov.gpus, ov.global_batch_size
     if kind == "run":
@@ -103,6 +104,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         ended = run.summary() or {}
         if str(ended.get("action", "")).startswith("point infeasible"):
             # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
+            infeasible = True
             row.notes.append(f"infeasible, not retried: {ended.get('reason')}")
     peak = ov.peak_tflops or (cfg.get("hw") or {}).get("peak_tflops")
     target = (cfg.get("benchmark") or {}).get("target") or {}
@@ -135,7 +137,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     )
     row.notes += row.metrics.notes
     row.verdict = verdict(target, log.records, hw=row.hw, train_hours=row.metrics.train_hours)
-    if any(n.startswith("infeasible, not retried") for n in row.notes):
+    if infeasible:
         row.verdict = Verdict(False, "infeasible as configured (out of memory)")
     return row
 

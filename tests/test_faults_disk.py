@@ -21,21 +21,24 @@ TMPFS_MB = 30
 """A tiny-InternVL checkpoint (weights + ZeRO optimizer states) is about 13 MB: two fit."""
 
 
-@pytest.mark.slow
-def test_a_full_output_disk_is_disk_full_and_loses_nothing_written_before(tmp_path: Path):
-    run_dir = tmp_path / "diskfull"
+def start_local_run(run_dir: Path, cache: Path) -> tuple[int, Path]:
+    """Submit a 30-step local run (a checkpoint every 3) without waiting: (pid, output dir)."""
     r = subprocess.run(
         [sys.executable, "launch.py", "cluster=local", "hw=cpu", "max_steps=30",
          "save_steps=3", "save_total_limit=3", "wait=false", f"run_dir={run_dir}",
-         f"cache_dir={tmp_path / 'cache'}"],
+         f"cache_dir={cache}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    pid = json.loads((run_dir / "job.json").read_text())["pid"]
-    out = run_dir / "output"
-    out.mkdir(exist_ok=True)  # node 0 is still preparing: the trainer has written nothing yet
+    return json.loads((run_dir / "job.json").read_text())["pid"], run_dir / "output"
+
+
+def mount_tmpfs(out: Path, size_mb: int, pid: int) -> None:
+    """A tmpfs of size_mb over the output dir before the trainer writes there (node 0 is still
+    preparing); where mount is refused the run is stopped and the test skips (fails in CI)."""
+    out.mkdir(exist_ok=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m", "tmpfs", str(out)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(out)],
         capture_output=True, text=True,
     )  # fmt: skip
     if mounted.returncode != 0:
@@ -43,6 +46,13 @@ def test_a_full_output_disk_is_disk_full_and_loses_nothing_written_before(tmp_pa
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true needs mount (root): {mounted.stderr}")
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_is_disk_full_and_loses_nothing_written_before(tmp_path: Path):
+    run_dir = tmp_path / "diskfull"
+    pid, out = start_local_run(run_dir, tmp_path / "cache")
+    mount_tmpfs(out, TMPFS_MB, pid)
     try:
         deadline = time.monotonic() + 240
         while (run_dir / "summary.json").exists() is False or Path(f"/proc/{pid}").exists():
@@ -66,23 +76,8 @@ def test_an_output_dir_turned_read_only_is_output_unwritable_and_loses_nothing(t
     """The output dir's filesystem goes read-only after the first checkpoint (a tmpfs
     remounted ro: root ignores chmod): the next save fails, classified output_unwritable."""
     run_dir = tmp_path / "readonly"
-    r = subprocess.run(
-        [sys.executable, "launch.py", "cluster=local", "hw=cpu", "max_steps=30",
-         "save_steps=3", "save_total_limit=3", "wait=false", f"run_dir={run_dir}",
-         f"cache_dir={tmp_path / 'cache'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    pid = json.loads((run_dir / "job.json").read_text())["pid"]
-    out = run_dir / "output"
-    out.mkdir(exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(out)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        os.kill(pid, 15)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true needs mount (root): {mounted.stderr}")
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    pid, out = start_local_run(run_dir, tmp_path / "cache")
+    mount_tmpfs(out, 300, pid)
     try:
         deadline = time.monotonic() + 240
         while not [n for n, _ in valid_checkpoints(out)]:
