@@ -149,3 +149,29 @@ def test_image_placeholder_inserted_and_counted():
         [{"from": "system", "value": "mine"}] + CONV, get_template("internvl2_5"), 1, False
     )
     assert system == "mine"
+
+
+@pytest.mark.parametrize(("size", "grid"), [((1000, 750), (4, 3)), ((700, 300), (2, 1))])
+def test_fused_tiles_match_pil_tiles_within_a_level(size, grid):
+    """The eval path (torch uint8 resize, one reshape) against ``tile_image`` + the per-tile
+    PIL ``Transform``: same layout (row-major, thumbnail last), and pixel values within 2 of
+    255 on under 1% of values (the fixed-point rounding of the two bicubic kernels)."""
+    import numpy as np
+    import torch
+
+    from internvl_chat.data.dataset import Transform, image_tiles
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
+    base = np.stack([x / size[0], y / size[1], (x + y) / sum(size)], -1) * 200
+    img = Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+    tf = Transform(False, 56, False, "imagenet")
+    fused = image_tiles(img, grid, tf, use_thumbnail=True, rng=None)
+    ref = torch.stack([tf(t, None) for t in tile_image(img, grid, 56, use_thumbnail=True)])
+    assert fused.shape == ref.shape == (grid[0] * grid[1] + 1, 3, 56, 56)
+    levels = ((fused - ref) * tf.std * 255).abs()  # back to 0..255 steps
+    assert levels.max() < 2.01
+    assert (levels > 0.5).float().mean() < 0.01
+    white = Image.new("RGB", (224, 224), (255, 255, 255))  # the text-only dummy tile
+    w_fused = image_tiles(white, (1, 1), tf, use_thumbnail=False, rng=None)
+    assert torch.equal(w_fused[0], tf(white, None))
