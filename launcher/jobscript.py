@@ -48,12 +48,18 @@ def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
         "wckey": req.wckey,
         "signal_delay_s": c.signal_delay_s,
         "stderr_to_stdout": True,
-        "setup": _env_setup_lines(spec),
+        "setup": [
+            *_env_setup_lines(spec),
+            # a requeued attempt: stop here if the run did not ask for it (Slurm requeues a
+            # job whose node went down itself), before any node starts
+            f'if [ "${{SLURM_RESTART_COUNT:-0}}" != 0 ]; then '
+            f"{quote(batch_node_argv(spec, run))} --before-srun || exit $?; fi",
+        ],
         # one node's task failing ends the step at once instead of leaving the others to hang
         "srun_args": ["--kill-on-bad-exit=1"],
         # after srun, on the batch host: when node 0 could not say how the job ended (a node
         # or rank died, srun killed the rest), classify it and requeue or write the summary
-        "teardown": [f"{quote(after_srun_argv(spec, run))} --after-srun=$?"],
+        "teardown": [f"{quote(batch_node_argv(spec, run))} --after-srun=$?"],
     }
     optional = {
         "partition": c.partition,
@@ -90,7 +96,8 @@ def sbatch_flags(params: dict[str, Any]) -> str:
     return " ".join(flags)
 
 
-def after_srun_argv(spec: JobSpec, run: RunDir) -> list[str]:
+def batch_node_argv(spec: JobSpec, run: RunDir) -> list[str]:
+    """`python -m launcher.node RUN_DIR` as the batch script runs it (before and after srun)."""
     return [node_python(spec), "-u", "-m", "launcher.node", str(run.root)]
 
 

@@ -37,6 +37,7 @@ from launcher.rendezvous import Rendezvous, fill, free_port, rendezvous_from_slu
 from launcher.requeue import (
     CHILD,
     after_srun,
+    before_srun,
     new_attempt,
     saved_for_requeue,
     stop_for_requeue,
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--after-srun", type=int, metavar="STATUS", help="sbatch teardown: how the job ended"
     )
+    p.add_argument(
+        "--before-srun", action="store_true", help="sbatch, on a requeued attempt: go on?"
+    )
     a = p.parse_args(argv)
     if a.free_port:
         print(free_port())
@@ -259,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("run_dir is required")
     if a.after_srun is not None:
         return after_srun(a.run_dir, a.after_srun)
+    if a.before_srun:
+        return before_srun(a.run_dir)
     if a.slurm:
         rv = rendezvous_from_slurm()
     else:

@@ -74,35 +74,99 @@ def saved_for_requeue(run: RunDir, tail: str) -> bool:
     return bool(codes) and all(int(c) == EX_TEMPFAIL for c in codes)
 
 
+RETRIED = ("node_failure", "collective_timeout", "hardware_error")
+"""Failure classes a requeue can cure (cluster.requeue_on_node_failure)."""
+
+
 def new_attempt(run: RunDir, hostnames: tuple[str, ...] = ()) -> str | None:
     """Node 0 at the start of a requeued attempt: clear the stop request, put the previous
-    attempt's summary aside, count a requeue Slurm did on its own (NODE_FAIL, scontrol).
-    Returns the line to log, if this is a requeued attempt.
-
-    Slurm requeues a job whose node it declared down itself and kills the batch script, so
-    after_srun never ran: the logs then say why ("srun: error: Node failure on node2", which
-    the earlier attempt's node 0 could not see yet: it only saw its collective time out)."""
+    attempt's summary aside, count a requeue Slurm did on its own (NODE_FAIL, scontrol) if
+    the batch script's `before_srun` has not. Returns the line to log, if this is a requeued
+    attempt."""
     run.stop_file.unlink(missing_ok=True)
     restarts = restart_count()
-    if run.summary_json.exists():
-        os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts - 1}.json")
-    recorded = run.requeues()
-    if restarts > len(recorded):
-        event = {
-            "restart": restarts - 1,
-            "kind": "slurm",
-            "at": time.time(),
-            "reason": "requeued by Slurm or scontrol (node failure, scontrol requeue)",
-            "action": "requeued",
-        }
-        found = diagnose(run, hostnames, back=1)  # this attempt has only begun
-        if found is not None and found.failure_class in ("node_failure", "hardware_error"):
-            event |= {"kind": found.failure_class, "reason": found.reason, "node": found.node}
-        event["resume_step"] = _resume_step(run, Plan.load(run.root))
+    _set_aside_summary(run, restarts)
+    event = slurm_requeue(run, hostnames, back=1)  # this attempt has only begun
+    if event is not None:
         run.add_requeue(event)
     if restarts:
         return f"[launcher] attempt {restarts + 1}: requeued {restarts} time(s)\n"
     return None
+
+
+def _set_aside_summary(run: RunDir, restarts: int) -> None:
+    if run.summary_json.exists():
+        os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts - 1}.json")
+
+
+def slurm_requeue(run: RunDir, hostnames: tuple[str, ...], back: int) -> dict | None:
+    """The event to record for the requeue Slurm did on its own, if this attempt follows one
+    nobody recorded (NODE_FAIL, `scontrol requeue`), else None.
+
+    Slurm requeues a job whose node it declared down itself and kills the batch script, so
+    after_srun never ran: the logs of the attempt `back` attempts ago then say why ("srun:
+    error: Node failure on node2", which that attempt's node 0 could not see yet: it only
+    saw its collective time out)."""
+    restarts = restart_count()
+    if restarts <= len(run.requeues()):
+        return None
+    event = {
+        "restart": restarts - 1,
+        "kind": "slurm",
+        "at": time.time(),
+        "reason": "requeued by Slurm or scontrol (node failure, scontrol requeue)",
+        "action": "requeued",
+    }
+    found = diagnose(run, hostnames, back=back)
+    if found is not None and found.failure_class in ("node_failure", "hardware_error"):
+        event |= {"kind": found.failure_class, "reason": found.reason, "node": found.node}
+    event["resume_step"] = _resume_step(run, Plan.load(run.root))
+    return event
+
+
+def before_srun(run_dir: str) -> int:
+    """The sbatch script, before srun, on an attempt Slurm started again (SLURM_RESTART_COUNT
+    > 0). Slurm requeues a job whose node it declared down whatever the run asked
+    (JobRequeue=1): honour cluster.requeue_on_node_failure=false and cluster.max_requeues
+    here, before any node starts. 0: go on; 1: the run stops, summary.json says why."""
+    run = RunDir(run_dir)
+    plan = Plan.load(run.root)
+    cluster = plan.reliability or {}
+    max_requeues = int(cluster.get("max_requeues", 3))
+    earlier = len(run.requeues())
+    rv = _batch_rendezvous(plan)
+    event = slurm_requeue(run, rv.hostnames, back=0)  # srun has not started this attempt
+    if event is None:
+        return 0
+    if event["kind"] not in RETRIED or (
+        cluster.get("requeue_on_node_failure", True) and earlier < max_requeues
+    ):
+        run.add_requeue(event)
+        return 0
+    why = (
+        "requeue_on_node_failure is off"
+        if not cluster.get("requeue_on_node_failure", True)
+        else f"max_requeues ({max_requeues}) reached"
+    )
+    event["action"] = f"stopped: {why}; Slurm requeued the job itself, this attempt did not train"
+    run.add_requeue(event)
+    _set_aside_summary(run, restart_count())
+    summary = attempt_summary(run, rv, time.time(), status="failed", reason=event["reason"])
+    summary |= {"failure_class": event["kind"], "node": event.get("node"),
+                "action": event["action"], "returncode": None}  # fmt: skip
+    run.write_summary(summary)
+    print(f"[launcher] {event['reason']}; not starting attempt {restart_count() + 1}: {why}",
+          flush=True)  # fmt: skip
+    return 1
+
+
+def _batch_rendezvous(plan: Plan) -> Rendezvous:
+    """The job's nodes as the batch script sees them (node 0, the batch host)."""
+    env = dict(os.environ)
+    try:
+        return rendezvous_from_slurm(env)
+    except (KeyError, subprocess.CalledProcessError, FileNotFoundError):
+        return Rendezvous(0, plan.derived.nodes, "", 0, env.get("SLURM_JOB_ID"))
 
 
 def _wait_for_save(run: RunDir, requested: float, limit_s: float) -> tuple[bool, int | None]:
@@ -224,11 +288,7 @@ def after_srun(run_dir: str, srun_status: int) -> int:
     this_attempt = summary is not None and summary.get("restart", 0) == restarts
     if this_attempt and summary["status"] in ("completed", "stopped", "cancelled"):
         return 0 if summary["status"] == "completed" else srun_status or 1
-    env = dict(os.environ)
-    try:
-        rv = rendezvous_from_slurm(env)
-    except (KeyError, subprocess.CalledProcessError, FileNotFoundError):
-        rv = Rendezvous(0, plan.derived.nodes, "", 0, env.get("SLURM_JOB_ID"))
+    rv = _batch_rendezvous(plan)
     failure = diagnose(run, rv.hostnames)
     if failure is None:
         failure = Failure(
@@ -236,7 +296,7 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         )
     cluster = plan.reliability or {}
     max_requeues = int(cluster.get("max_requeues", 3))
-    retry = failure.failure_class in ("node_failure", "collective_timeout", "hardware_error")
+    retry = failure.failure_class in RETRIED
     if retry and cluster.get("requeue_on_node_failure", True) and len(events) < max_requeues:
         event = {
             "restart": restarts,

@@ -273,3 +273,46 @@ def test_each_attempt_is_judged_by_its_own_lines_of_the_appended_logs(tmp_path: 
         f.write("[default0]:ZeroDivisionError: division by zero\n")
     found = diagnose(run, ("node1", "node2"))
     assert found.failure_class == "training_error" and "ZeroDivision" in found.reason, found
+
+
+@pytest.mark.parametrize(
+    ("overrides", "restarts", "earlier", "goes_on", "why"),
+    [
+        ((), 1, 0, True, None),
+        (("cluster.requeue_on_node_failure=false",), 1, 0, False, "requeue_on_node_failure is off"),
+        (("cluster.max_requeues=1",), 2, 1, False, "max_requeues (1) reached"),
+    ],
+)
+def test_slurms_own_requeue_after_a_node_failure_obeys_the_runs_settings(
+    tmp_path: Path, monkeypatch, overrides, restarts, earlier, goes_on, why
+):
+    """Slurm requeues a job whose node it declared down itself (JobRequeue=1). The batch
+    script's check before srun books that requeue with its cause and, where the run asked for
+    no requeue on node failure (or has used up max_requeues), stops there: summary.json says
+    node_failure on node2 and why, and no node starts; node 0 then books nothing twice."""
+    from launcher.requeue import before_srun, new_attempt
+
+    run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2", *overrides)
+    run.submitit_dir.mkdir()
+    start = "submitit INFO (2026-12-03 20:13:01,467) - Starting with JobEnvironment(job_id=86)\n"
+    (run.submitit_dir / "86_0_log.out").write_text(start + "srun: error: Node failure on node2\n")
+    for i in range(earlier):
+        run.add_requeue({"restart": i, "kind": "preempted", "action": "requeued"})
+    make_ckpt(run.output_dir, 3)
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "86")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", str(restarts))
+    assert before_srun(str(run.root)) == (0 if goes_on else 1)
+    event = run.requeues()[-1]
+    assert len(run.requeues()) == earlier + 1, run.requeues()
+    assert event["kind"] == "node_failure" and event["node"] == "node2", event
+    assert event["restart"] == restarts - 1 and event["resume_step"] == 3, event
+    if goes_on:
+        assert event["action"] == "requeued" and run.summary() is None
+        new_attempt(run, ("node1", "node2"))
+        assert len(run.requeues()) == earlier + 1  # booked once
+        return
+    assert event["action"].startswith(f"stopped: {why}"), event
+    s = run.summary()
+    assert s["status"] == "failed" and s["failure_class"] == "node_failure", s
+    assert "Node failure on node2" in s["reason"] and s["action"] == event["action"], s

@@ -15,6 +15,7 @@
 # setup
 cd <REPO>
 export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then '/opt/vlm env/bin/python' -u -m launcher.node <TMP>/run --before-srun || exit $?; fi
 
 # command
 export SUBMITIT_EXECUTOR=slurm
