@@ -102,3 +102,25 @@ def test_submit_error_from_sbatch_stderr():
     assert classify_submit_error(err).failure_class == "submit_error"
     odd = classify_submit_error("sbatch: something new went wrong\n")
     assert odd.failure_class == "submit_error" and "something new" in odd.reason
+
+
+def test_a_checkpoint_write_refused_by_a_read_only_mount_is_output_unwritable(
+    tmp_path, monkeypatch
+):
+    """torch.save's zip writer says only "PytorchStreamWriter failed writing file": the
+    trainer reads the mount flags, and the line it logs classifies as output_unwritable."""
+    import os
+
+    from internvl_chat.train.checkpointing import _write_failure
+
+    class RO:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda _: RO)
+    err = RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed "
+                       "writing file data/0: file write failed")  # fmt: skip
+    why = _write_failure(err, tmp_path)
+    assert why == "Read-only file system"
+    line = f"[default0]:[train] error: cannot write checkpoint {tmp_path}/checkpoint-6: {why}\n"
+    found = classify({"logs/node0.log": line})
+    assert found.failure_class == "output_unwritable" and "checkpoint-6" in found.reason

@@ -33,6 +33,11 @@ def start_local_run(run_dir: Path, cache: Path) -> tuple[int, Path]:
     return json.loads((run_dir / "job.json").read_text())["pid"], run_dir / "output"
 
 
+def node_log_tail(run_dir: Path) -> str:
+    log = run_dir / "logs" / "node0.log"
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no node0.log)"
+
+
 def mount_tmpfs(out: Path, size_mb: int, pid: int) -> None:
     """A tmpfs of size_mb over the output dir before the trainer writes there (node 0 is still
     preparing); where mount is refused the run is stopped and the test skips (fails in CI)."""
@@ -94,8 +99,9 @@ def test_an_output_dir_turned_read_only_is_output_unwritable_and_loses_nothing(t
         rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     finally:
         subprocess.run(["umount", "-l", str(out)], capture_output=True)
-    assert summary["status"] == "failed", summary
-    assert summary["failure_class"] == "output_unwritable", summary
-    assert "Read-only file system" in summary["reason"], summary
+    why = (summary.get("reason"), summary.get("exit_reason"), node_log_tail(run_dir))
+    assert summary["status"] == "failed", why
+    assert summary["failure_class"] == "output_unwritable", why
+    assert "Read-only file system" in summary["reason"], why
     assert [n for n, _ in saved][:1] == [3], saved  # what was saved before is still valid
     assert [m["step"] for m in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3, rows

@@ -110,8 +110,9 @@ def write_marker(folder: Path, step: int) -> None:
 def _write_failure(e: BaseException, folder: Path) -> str | None:
     """The storage reason behind a failed write, or None if ``e`` is not a storage failure.
 
-    torch.save reports a full disk as a bare RuntimeError from its zip writer, so those are
-    recognised by their message and the free space left.
+    torch.save reports a full disk or a filesystem gone read-only as a bare RuntimeError from
+    its zip writer, so those are recognised by their message, the mount flags and the free
+    space left.
     """
     if isinstance(e, OSError):
         return e.strerror or str(e)
@@ -120,6 +121,8 @@ def _write_failure(e: BaseException, folder: Path) -> str | None:
         return os.strerror(28)
     if "inline_container" in text or "PytorchStreamWriter" in text or "I/O error" in text:
         try:
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return os.strerror(30)  # EROFS: the filesystem went read-only under the write
             if shutil.disk_usage(folder).free < 64 * 2**20:
                 return os.strerror(28)  # ENOSPC
         except OSError:

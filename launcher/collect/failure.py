@@ -70,6 +70,8 @@ _RULES: dict[str, list[str]] = {
     "output_unwritable": [
         r".*\[Errno 13\] Permission denied.*",
         r".*\[Errno 30\] Read-only file system.*",
+        r".*cannot write checkpoint .*: Read-only file system.*",
+        r".*cannot write checkpoint .*: Permission denied.*",
         r".*PermissionError.*",
     ],
     "data_error": [
