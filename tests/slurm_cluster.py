@@ -189,10 +189,25 @@ def freeze(pids: list[int]) -> None:
         os.kill(pid, signal.SIGSTOP)
 
 
-def thaw(pids: list[int]) -> None:
+def reboot(conf: Path, node: str, pids: list[int], timeout_s: float = 30) -> None:
+    """What happens to a hung node an operator power-cycles: everything it ran is gone (the
+    frozen slurmd, the job's slurmstepd and ranks get SIGKILL, which a stopped process takes),
+    and a fresh slurmd starts with nothing of the old job left to clean up."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["slurmd", "-f", str(conf), "-N", node], check=True, capture_output=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped counts as gone: it holds no port and runs nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def node_state(node: str, env: dict[str, str]) -> str:
@@ -203,8 +218,8 @@ def node_state(node: str, env: dict[str, str]) -> str:
 
 
 def restore_node(node: str, env: dict[str, str], timeout_s: float = 60) -> str:
-    """After a thaw: wait until the node answers again (ReturnToService=2 brings a re-registered
-    node back), else RESUME it; its state (idle/mix/alloc unless it could not be restored)."""
+    """After a reboot: wait until the node answers again (ReturnToService=2 brings a
+    re-registered node back), else RESUME it; its state (idle/mix/alloc unless it could not be restored)."""
     deadline = time.monotonic() + timeout_s
     while (state := node_state(node, env)) not in ("idle", "mix", "alloc"):
         if time.monotonic() > deadline:
