@@ -181,10 +181,14 @@ class RunDir:
         return json.loads(path.read_text())
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The per-step records of metrics.jsonl (none before the first step)."""
+        """The per-step records of metrics.jsonl (none before the first step). Read while the
+        run writes it, a last line without its newline yet is not a record yet."""
         if not self.metrics_jsonl.exists():
             return []
-        lines = self.metrics_jsonl.read_text().splitlines()
+        text = self.metrics_jsonl.read_text()
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines.pop()
         return [json.loads(line) for line in lines if line.strip()]
 
     def summary(self) -> dict[str, Any] | None:

@@ -96,3 +96,15 @@ def test_sweep_dirs_expand_in_natural_order(tmp_path: Path):
     (tmp_path / "not_a_run").mkdir()
     assert [r.root.name for r in RunDir.under(tmp_path)] == ["2", "10", "a"]
     assert RunDir.under(tmp_path / "2") == [RunDir(tmp_path / "2")]
+
+
+def test_metrics_read_mid_write_leave_out_only_the_unfinished_last_line(tmp_path: Path):
+    run = RunDir(tmp_path)
+    done = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2))
+    run.metrics_jsonl.write_text(done + '{"step": 3, "lo')  # rank 0 is writing step 3
+    assert [m["step"] for m in run.metrics()] == [1, 2]
+    run.metrics_jsonl.write_text(done)
+    assert [m["step"] for m in run.metrics()] == [1, 2]
+    run.metrics_jsonl.write_text(done.replace('"loss"', "loss"))  # corrupt, not unfinished
+    with pytest.raises(ValueError):
+        run.metrics()
