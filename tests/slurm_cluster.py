@@ -183,6 +183,22 @@ def node_processes(conf: Path, node: str, job_id: str) -> list[int]:
     return slurmd + sorted(stepds) + sorted(tree - stepds)
 
 
+def rank_pid(run_dir: Path, node_rank: int) -> int | None:
+    """The training worker under node `node_rank`'s torchrun (all nodes are this machine)."""
+    train_args = str(run_dir / "train_args.json")
+    procs = {pid: (argv, ppid) for pid, (ppid, _, argv, _) in _procs().items()}
+    agents = [
+        pid
+        for pid, (args, _) in procs.items()
+        if "torch.distributed.run" in args and f"--node_rank={node_rank}" in args
+        and train_args in args
+    ]  # fmt: skip
+    for pid, (args, ppid) in procs.items():
+        if ppid in agents and train_args in args:
+            return pid
+    return None
+
+
 def freeze(pids: list[int]) -> None:
     """SIGSTOP each: a hung node (its sockets stay open, nothing answers)."""
     for pid in pids:

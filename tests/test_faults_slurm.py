@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from slurm_cluster import (
     freeze,
     node_processes,
+    rank_pid,
     reboot,
     restore_node,
     squeue_state,
@@ -25,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from launcher.checkpoints import valid_checkpoints  # noqa: E402
+from launcher.rundir import RunDir  # noqa: E402
 
 LOSS_TOL = 1e-6
 """Exact resume on CPU (gloo, fixed seed): a recomputed step's loss matches the first
@@ -42,17 +45,16 @@ def launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def submit(run_dir: Path, cache: Path, *settings: str, env: dict[str, str]) -> str:
+    """A 2-node run of our trainer on the local Slurm, not waited for: its job id."""
+    r = launch("cluster=slurm", "hw=cpu", "nodes=2", *settings, "wait=false",
+               f"run_dir={run_dir}", f"cache_dir={cache}", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads((run_dir / "job.json").read_text())["job_id"]
+
+
 def metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # polled while rank 0 writes it: only a last, partial line
-            continue
-    return rows
+    return RunDir(run_dir).metrics()
 
 
 def logs(run_dir: Path) -> str:
@@ -92,20 +94,14 @@ def test_preempted_job_requeues_skips_a_corrupt_checkpoint_and_resumes_exactly(
     recomputes the steps in between with the same losses as before (exact resume), then finishes."""
     env = slurm_cluster.env
     run_dir = tmp_path / "preempt"
-    r = launch(
-        "cluster=slurm",
-        "hw=cpu",
-        "nodes=2",
+    job_id = submit(
+        run_dir,
+        tmp_path / "cache",
         "max_steps=12",
         "save_steps=3",
         "save_total_limit=2",
-        "wait=false",
-        f"run_dir={run_dir}",
-        f"cache_dir={tmp_path / 'cache'}",
         env=env,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
     out = run_dir / "output"
     try:
         wait_for(
@@ -184,12 +180,13 @@ def release_each_requeue(
         time.sleep(0.5)
 
 
-TIME_LIMIT_STEPS = 200
+TIME_LIMIT_STEPS = 300
 TIME_LIMIT_ACCUM = 4
 """cluster.time_min=1, signal_delay_s=10: Slurm sends USR2 20-50 s into the job (its time-limit
 check runs every 30 s and signals up to one period early), training starts 8-16 s in. A step
-of 4 accumulated micro-batches takes 0.35-0.8 s on this machine (a single micro-batch step only
-0.09 s idle: 300 of those once finished before the signal), so 200 steps need 70 s or more and
+of 4 accumulated micro-batches takes 0.30 s (median) on this machine idle, more under load
+(a single micro-batch step only 0.09 s: 300 of those once finished before the signal), so 300
+steps need 90 s or more (the first attempt got 106 done in the bench run of 2026-12-04),
 never fit in the first attempt, and the second attempt (10-minute limit) finishes them."""
 
 
@@ -207,23 +204,17 @@ def test_time_limit_signal_from_slurm_saves_requeues_and_completes(slurm_cluster
     it restarts, so the second attempt finishes."""
     env = slurm_cluster.env
     run_dir = tmp_path / "timelimit"
-    r = launch(
-        "cluster=slurm",
-        "hw=cpu",
-        "nodes=2",
+    job_id = submit(
+        run_dir,
+        tmp_path / "cache",
         f"max_steps={TIME_LIMIT_STEPS}",
         f"gradient_accumulation_steps={TIME_LIMIT_ACCUM}",
         "save_steps=100",
         "save_total_limit=2",
         "cluster.time_min=1",
         "cluster.signal_delay_s=10",
-        "wait=false",
-        f"run_dir={run_dir}",
-        f"cache_dir={tmp_path / 'cache'}",
         env=env,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
 
     def longer_limit() -> None:
         slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"])
@@ -278,22 +269,16 @@ def test_a_frozen_node_ends_the_job_as_node_failure_naming_it_and_requeues(
     env = slurm_cluster.env
     run_dir = tmp_path / "nodestop"
     steps = 30
-    r = launch(
-        "cluster=slurm",
-        "hw=cpu",
-        "nodes=2",
+    job_id = submit(
+        run_dir,
+        tmp_path / "cache",
         f"max_steps={steps}",
         "save_steps=3",
         "save_total_limit=2",
         f"cluster.collective_timeout_s={COLLECTIVE_TIMEOUT_S}",
         f"cluster.requeue_on_node_failure={str(requeue).lower()}",
-        "wait=false",
-        f"run_dir={run_dir}",
-        f"cache_dir={tmp_path / 'cache'}",
         env=env,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
     frozen: list[int] = []
     state = "?"
     try:
@@ -353,3 +338,52 @@ def test_a_frozen_node_ends_the_job_as_node_failure_naming_it_and_requeues(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed", summary
     assert summary["requeues"] == len(events), summary
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_killed_rank_on_node2_ends_the_job_fast_as_node_failure_and_requeues(
+    slurm_cluster, tmp_path: Path
+):
+    """SIGKILL to rank 1's training process (node2) at step >= 4: node2's torchrun exits,
+    `srun --kill-on-bad-exit` ends node 1's share at once, well inside collective_timeout_s,
+    the teardown books node_failure naming node2 and requeues, and the next attempt resumes
+    from the last checkpoint and completes, every step once."""
+    env = slurm_cluster.env
+    run_dir = tmp_path / "sigkill"
+    steps = 20
+    job_id = submit(
+        run_dir,
+        tmp_path / "cache",
+        f"max_steps={steps}",
+        "save_steps=3",
+        "save_total_limit=2",
+        f"cluster.collective_timeout_s={COLLECTIVE_TIMEOUT_S}",
+        env=env,
+    )
+    try:
+        wait_for("step 4", lambda: len(metrics(run_dir)) >= 4, run_dir, 240, poll_s=0.2)
+        pid = wait_for("rank 1's process", lambda: rank_pid(run_dir, 1), run_dir, 30)
+        os.kill(pid, signal.SIGKILL)
+        lost_after = len(metrics(run_dir))
+        bound = COLLECTIVE_TIMEOUT_S + 30  # a margin for the 2-core machine
+        wait_for(
+            f"the job to end within {bound} s of the kill",
+            lambda: squeue_state(job_id, env) != "RUNNING",
+            run_dir,
+            bound,
+        )
+        release_each_requeue(job_id, run_dir, env, timeout_s=300)
+    finally:
+        subprocess.run(["scancel", job_id], env=env, check=False, capture_output=True)
+    events = requeue_events(run_dir)
+    assert len(events) == 1 and events[0]["action"] == "requeued", events
+    assert events[0]["kind"] == "node_failure" and events[0]["node"] == "node2", events
+    resume_step = events[0]["resume_step"]
+    assert resume_step is not None and lost_after - resume_step <= 3, (events, lost_after)
+    node0 = (run_dir / "logs" / "node0.log").read_text()
+    assert f"(step {resume_step})" in node0, node0[-3000:]
+    rows = metrics(run_dir)
+    assert [m["step"] for m in rows] == list(range(1, steps + 1)), logs(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["requeues"] == 1, summary
