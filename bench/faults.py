@@ -9,12 +9,24 @@ is injected into that job only, once metrics.jsonl reaches step --at:
 - requeue:  `scontrol requeue JOB` (Slurm kills the job without warning and requeues it)
 - corrupt:  USR2, then the newest checkpoint is truncated while the job waits to restart
 - sigkill:  SIGKILL to rank 1's training process (node 2)
+- frozen:   node2 hangs (SIGSTOP to its slurmd, the job's slurmstepd and ranks there),
+            `cluster.collective_timeout_s=20`; once the job has left RUNNING node2 is
+            rebooted (killed and a fresh slurmd started) and the requeued job resumes
+- frozen-norequeue: the same with `cluster.requeue_on_node_failure=false`: Slurm requeues
+            the job itself, the requeued attempt stops before srun, the run ends failed
+- timelimit: nobody injects: `cluster.time_min=1 cluster.signal_delay_s=10` makes Slurm send
+            USR2 itself (300 steps of 4 micro-batches, so they never fit in one minute); the
+            requeued job's limit is raised to 10 minutes so the second attempt finishes
+- diskfull: a 30 MB tmpfs mounted over the output dir before the first write: the third
+            checkpoint does not fit (needs root for mount)
 
 Slurm holds a requeued job for its credential lifetime (2 min); the bench releases it at once
 (`scontrol update JobId=J StartTime=now`), as the test does. Columns: injected at step (the
 last logged step when injected), detected after s (injection until the stop line, for a
-signal, or until the job left RUNNING), steps lost (logged before the fault but recomputed
-after the resume), outcome (final status, steps, requeues, failure class, each step once?).
+signal, or until the job left RUNNING; timelimit: Slurm's signal until the save, from the
+requeue record; diskfull: the last valid checkpoint until the job left the queue), steps lost
+(logged before the fault but recomputed after the resume), outcome (final status, steps,
+requeues, failure class, each step once?).
 Needs SLURM_CONF (the local cluster). Figures only: nothing here asserts a time.
 """
 
@@ -35,20 +47,33 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-FAULTS = ("preempt", "requeue", "corrupt", "sigkill")
+FAULTS = (
+    "preempt", "requeue", "corrupt", "sigkill", "frozen", "frozen-norequeue", "timelimit",
+    "diskfull",
+)  # fmt: skip
+OVERRIDES = {
+    "frozen": ["cluster.collective_timeout_s=20"],
+    "frozen-norequeue": [
+        "cluster.collective_timeout_s=20",
+        "cluster.requeue_on_node_failure=false",
+    ],
+    "timelimit": [
+        "max_steps=200",
+        "gradient_accumulation_steps=4",
+        "save_steps=100",
+        "cluster.time_min=1",
+        "cluster.signal_delay_s=10",
+    ],  # fmt: skip
+    "diskfull": ["max_steps=30", "save_total_limit=3"],
+}
+"""Launch settings of a fault beyond the common ones (later ones win)."""
+DISK_MB = 30
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written
-    return rows
+    from launcher.rundir import RunDir
+
+    return RunDir(run_dir).metrics()
 
 
 def node_logs(run_dir: Path) -> str:
@@ -74,63 +99,86 @@ def release(job_id: str) -> None:
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
 
 
-def rank_pid(run_dir: Path, node_rank: int) -> int | None:
-    """The training worker under node `node_rank`'s torchrun (all nodes are this machine)."""
-    train_args = str(run_dir / "train_args.json")
-    procs = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            args = (d / "cmdline").read_bytes().split(b"\0")
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        procs[int(d.name)] = ([a.decode(errors="replace") for a in args], ppid)
-    agents = [
-        pid
-        for pid, (args, _) in procs.items()
-        if "torch.distributed.run" in args and f"--node_rank={node_rank}" in args
-        and train_args in args
-    ]  # fmt: skip
-    for pid, (args, ppid) in procs.items():
-        if ppid in agents and train_args in args:
-            return pid
-    return None
+def inject(fault: str, run_dir: Path, job: str, conf: Path) -> list[int]:
+    """Inject `fault` into the running job; the pids frozen (frozen faults), else []."""
+    from slurm_cluster import freeze, node_processes, rank_pid
+
+    if fault in ("preempt", "corrupt"):
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        until(lambda: "[train] stop requested" in node_logs(run_dir), 120)
+    elif fault == "requeue":
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        until(lambda: state(job) != "RUNNING", 120)
+    elif fault == "sigkill":
+        pid = until(lambda: rank_pid(run_dir, 1), 30)
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: state(job) != "RUNNING", 600)
+    elif fault.startswith("frozen"):
+        pids = node_processes(conf, "node2", job)
+        freeze(pids)
+        until(lambda: state(job) != "RUNNING", 300)
+        return pids
+    return []
+
+
+def mount_tmpfs(out: Path) -> str | None:
+    out.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(out)],
+                       capture_output=True, text=True)  # fmt: skip
+    return None if r.returncode == 0 else r.stderr.strip()
 
 
 def run_fault(fault: str, root: Path, cache: Path, a: argparse.Namespace) -> dict:
-    from launcher.checkpoints import valid_checkpoints
+    from slurm_cluster import reboot, restore_node
+
+    from launcher.checkpoints import MARKER, valid_checkpoints
 
     run_dir = root / fault
+    conf = Path(os.environ["SLURM_CONF"])
     r = subprocess.run(
         [sys.executable, "launch.py", "cluster=slurm", "hw=cpu", "nodes=2",
          f"max_steps={a.steps}", f"save_steps={a.save_steps}", "save_total_limit=2",
-         "wait=false", f"run_dir={run_dir}", f"cache_dir={cache}"],
+         *OVERRIDES.get(fault, []), "wait=false", f"run_dir={run_dir}", f"cache_dir={cache}"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     if r.returncode != 0:
         return {"fault": fault, "outcome": f"launch failed: {r.stderr.strip()[-300:]}"}
     job = json.loads((run_dir / "job.json").read_text())["job_id"]
     row: dict = {"fault": fault, "job": job}
+    if fault == "diskfull" and (why := mount_tmpfs(run_dir / "output")):
+        subprocess.run(["scancel", job], capture_output=True)
+        return {**row, "outcome": f"skipped: cannot mount a tmpfs: {why}"}
     try:
-        until(lambda: len(metrics(run_dir)) >= a.at, 300)
-        row["at_step"] = len(metrics(run_dir))
-        t0 = time.monotonic()
-        if fault in ("preempt", "corrupt"):
-            subprocess.run(["scancel", "--signal=USR2", job], check=True)
-            until(lambda: "[train] stop requested" in node_logs(run_dir), 120)
-        elif fault == "requeue":
-            subprocess.run(["scontrol", "requeue", job], check=True)
-            until(lambda: state(job) != "RUNNING", 120)
-        elif fault == "sigkill":
-            pid = until(lambda: rank_pid(run_dir, 1), 30)
-            os.kill(pid, signal.SIGKILL)
-            until(lambda: state(job) != "RUNNING", 600)
-        row["detected_s"] = round(time.monotonic() - t0, 1)
-        before = max((m["step"] for m in metrics(run_dir)), default=0)
-        requeued = until(lambda: state(job) in ("PENDING", None), 120) or True
-        if requeued and state(job) == "PENDING":
+        if fault in ("timelimit", "diskfull"):  # nobody injects: wait for the job to act
+            until(lambda: metrics(run_dir), 300)  # running
+            until(lambda: run_dir.joinpath("logs", "requeues.jsonl").exists() or state(job)
+                  in ("PENDING", None), 600, poll_s=0.5)  # fmt: skip
+            before = max((m["step"] for m in metrics(run_dir)), default=0)
+            row["at_step"] = before
+            if fault == "timelimit":
+                event = json.loads(
+                    (run_dir / "logs" / "requeues.jsonl").read_text().splitlines()[0]
+                )
+                row["detected_s"] = event.get("waited_s")
+                subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"])
+            else:
+                until(lambda: state(job) is None, 120)
+                newest = valid_checkpoints(run_dir / "output")[-1][1]
+                row["detected_s"] = round(time.time() - (newest / MARKER).stat().st_mtime, 1)
+        else:
+            until(lambda: len(metrics(run_dir)) >= a.at, 300)
+            row["at_step"] = len(metrics(run_dir))
+            t0 = time.monotonic()
+            frozen = inject(fault, run_dir, job, conf)
+            row["detected_s"] = round(time.monotonic() - t0, 1)
+            before = max((m["step"] for m in metrics(run_dir)), default=0)
+            if frozen:
+                subprocess.run(["scontrol", "hold", job], capture_output=True)
+                reboot(conf, "node2", frozen)
+                restore_node("node2", dict(os.environ))
+                subprocess.run(["scontrol", "release", job], capture_output=True)
+        until(lambda: state(job) in ("PENDING", None), 120)
+        if state(job) == "PENDING":
             if fault == "corrupt":
                 newest = valid_checkpoints(run_dir / "output")[-1][1]
                 victim = max((p for p in newest.rglob("*") if p.is_file()),
@@ -138,16 +186,24 @@ def run_fault(fault: str, root: Path, cache: Path, a: argparse.Namespace) -> dic
                 with victim.open("r+b") as f:
                     f.truncate(victim.stat().st_size // 2)
                 row["corrupted"] = newest.name
-            time.sleep(1)
+            time.sleep(2)
             release(job)
         until(lambda: state(job) is None, 600, poll_s=1)
     except TimeoutError:
         subprocess.run(["scancel", job], capture_output=True)
         row["outcome"] = "TIMED OUT (cancelled)"
         return row
+    finally:
+        if fault == "diskfull":
+            subprocess.run(["umount", "-l", str(run_dir / "output")], capture_output=True)
+    row.update(outcome(run_dir, row, before))
+    return row
+
+
+def outcome(run_dir: Path, row: dict, before: int) -> dict:
+    """steps_lost and the outcome line of a finished run."""
     resumed = re.findall(r"\[train\] resuming from \S+ \(step (\d+)\)", node_logs(run_dir))
-    resume_step = int(resumed[-1]) if resumed else 0
-    row["steps_lost"] = max(0, before - resume_step)
+    resume_step = int(resumed[-1]) if resumed else None
     rows = metrics(run_dir)
     once = [m["step"] for m in rows] == list(range(1, len(rows) + 1))
     s = (
@@ -155,19 +211,23 @@ def run_fault(fault: str, root: Path, cache: Path, a: argparse.Namespace) -> dic
         if (run_dir / "summary.json").exists()
         else {}
     )
+    steps = json.loads((run_dir / "plan.json").read_text()).get("max_steps") or "?"
     skipped = (
         "skipped " + row["corrupted"] + ", "
         if "corrupted" in row
         and (f"[train] skipping {run_dir / 'output' / row['corrupted']}" in node_logs(run_dir))
         else ""
     )
-    row["outcome"] = (
-        f"{s.get('status', '?')}, {s.get('steps', len(rows))}/{a.steps} steps, "
-        f"{skipped}resumed from step {resume_step}, requeues {s.get('requeues', '?')}"
+    line = (
+        f"{s.get('status', '?')}, {s.get('steps', len(rows))}/{steps} steps, {skipped}"
+        + (f"resumed from step {resume_step}, " if resume_step is not None else "not resumed, ")
+        + f"requeues {s.get('requeues', '?')}"
         + (f", class {s['failure_class']}" if s.get("failure_class") else "")
+        + (f" ({s['node']})" if s.get("node") else "")
         + (", each step once" if once else ", STEPS NOT EACH ONCE")
     )
-    return row
+    lost = max(0, before - resume_step) if resume_step is not None else 0
+    return {"steps_lost": lost, "outcome": line}
 
 
 def main() -> int:
@@ -186,14 +246,16 @@ def main() -> int:
         p.error(f"unknown fault(s) {unknown}; choose from {FAULTS}")
     root = a.keep or Path(tempfile.mkdtemp(prefix="vlm-faults-"))
     root.mkdir(parents=True, exist_ok=True)
-    rows = [run_fault(f, root, root / "cache", a) for f in faults]
-    print(f"\n{a.steps} steps, checkpoint every {a.save_steps}, 2 nodes (cpu), runs in {root}\n")
+    print(f"{a.steps} steps, checkpoint every {a.save_steps} (unless the fault sets its own: "
+          f"{OVERRIDES}), 2 nodes (cpu), runs in {root}\n")  # fmt: skip
     print("| fault | injected at step | detected after s | steps lost | outcome |")
-    print("|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|", flush=True)
+    for fault in faults:
+        r = run_fault(fault, root, root / "cache", a)
         print(
             f"| {r['fault']} | {r.get('at_step', '-')} | {r.get('detected_s', '-')} | "
-            f"{r.get('steps_lost', '-')} | {r.get('outcome', '-')} |"
+            f"{r.get('steps_lost', '-')} | {r.get('outcome', '-')} |",
+            flush=True,
         )
     return 0
 
