@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from launcher.rundir import RunDir  # noqa: E402
+
 FAULTS = (
     "preempt", "requeue", "corrupt", "sigkill", "frozen", "frozen-norequeue", "timelimit",
     "diskfull",
@@ -58,12 +60,12 @@ OVERRIDES = {
         "cluster.requeue_on_node_failure=false",
     ],
     "timelimit": [
-        "max_steps=200",
+        "max_steps=300",
         "gradient_accumulation_steps=4",
         "save_steps=100",
         "cluster.time_min=1",
         "cluster.signal_delay_s=10",
-    ],  # fmt: skip
+    ],
     "diskfull": ["max_steps=30", "save_total_limit=3"],
 }
 """Launch settings of a fault beyond the common ones (later ones win)."""
@@ -71,8 +73,6 @@ DISK_MB = 30
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    from launcher.rundir import RunDir
-
     return RunDir(run_dir).metrics()
 
 
@@ -151,15 +151,12 @@ def run_fault(fault: str, root: Path, cache: Path, a: argparse.Namespace) -> dic
     try:
         if fault in ("timelimit", "diskfull"):  # nobody injects: wait for the job to act
             until(lambda: metrics(run_dir), 300)  # running
-            until(lambda: run_dir.joinpath("logs", "requeues.jsonl").exists() or state(job)
-                  in ("PENDING", None), 600, poll_s=0.5)  # fmt: skip
+            until(lambda: RunDir(run_dir).requeues() or state(job) in ("PENDING", None), 600,
+                  poll_s=0.5)  # fmt: skip
             before = max((m["step"] for m in metrics(run_dir)), default=0)
             row["at_step"] = before
             if fault == "timelimit":
-                event = json.loads(
-                    (run_dir / "logs" / "requeues.jsonl").read_text().splitlines()[0]
-                )
-                row["detected_s"] = event.get("waited_s")
+                row["detected_s"] = RunDir(run_dir).requeues()[0].get("waited_s")
                 subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"])
             else:
                 until(lambda: state(job) is None, 120)
