@@ -124,6 +124,15 @@ def slurm_requeue(run: RunDir, hostnames: tuple[str, ...], back: int) -> dict | 
     return event
 
 
+def _requeue_refused(cluster: dict, used: int) -> str | None:
+    """Why the run refuses a requeue for a node failure (cluster.requeue_on_node_failure,
+    cluster.max_requeues, with `used` requeues so far), or None if it takes one."""
+    if not cluster.get("requeue_on_node_failure", True):
+        return "requeue_on_node_failure is off"
+    max_requeues = int(cluster.get("max_requeues", 3))
+    return f"max_requeues ({max_requeues}) reached" if used >= max_requeues else None
+
+
 def before_srun(run_dir: str) -> int:
     """The sbatch script, before srun, on an attempt Slurm started again (SLURM_RESTART_COUNT
     > 0). Slurm requeues a job whose node it declared down whatever the run asked
@@ -131,23 +140,15 @@ def before_srun(run_dir: str) -> int:
     here, before any node starts. 0: go on; 1: the run stops, summary.json says why."""
     run = RunDir(run_dir)
     plan = Plan.load(run.root)
-    cluster = plan.reliability or {}
-    max_requeues = int(cluster.get("max_requeues", 3))
     earlier = len(run.requeues())
     rv = _batch_rendezvous(plan)
     event = slurm_requeue(run, rv.hostnames, back=0)  # srun has not started this attempt
     if event is None:
         return 0
-    if event["kind"] not in RETRIED or (
-        cluster.get("requeue_on_node_failure", True) and earlier < max_requeues
-    ):
+    why = _requeue_refused(plan.reliability or {}, earlier) if event["kind"] in RETRIED else None
+    if why is None:
         run.add_requeue(event)
         return 0
-    why = (
-        "requeue_on_node_failure is off"
-        if not cluster.get("requeue_on_node_failure", True)
-        else f"max_requeues ({max_requeues}) reached"
-    )
     event["action"] = f"stopped: {why}; Slurm requeued the job itself, this attempt did not train"
     run.add_requeue(event)
     _set_aside_summary(run, restart_count())
@@ -295,9 +296,9 @@ def after_srun(run_dir: str, srun_status: int) -> int:
             "training_error", f"training error: srun exited with status {srun_status}"
         )
     cluster = plan.reliability or {}
-    max_requeues = int(cluster.get("max_requeues", 3))
     retry = failure.failure_class in RETRIED
-    if retry and cluster.get("requeue_on_node_failure", True) and len(events) < max_requeues:
+    why = _requeue_refused(cluster, len(events)) if retry else None
+    if retry and why is None:
         event = {
             "restart": restarts,
             "kind": failure.failure_class,
@@ -322,13 +323,6 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         print(f"[launcher] {failure.reason}; requeueing job {rv.job_id}", flush=True)
         done = subprocess.run(["scontrol", "requeue", str(rv.job_id)])
         return done.returncode
-    why = (
-        "requeue_on_node_failure is off"
-        if retry and not cluster.get("requeue_on_node_failure", True)
-        else f"max_requeues ({max_requeues}) reached"
-        if retry
-        else None
-    )
     fields = {**failure.as_dict(), "action": stop_action(failure, why)}
     if summary is not None and summary.get("restart", 0) == restarts:
         summary |= fields
