@@ -111,8 +111,9 @@ def image_tiles(
     n = cols * rows
     thumb = use_thumbnail and n != 1
     out = torch.empty((n + thumb, 3, s, s), dtype=torch.float32)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # the dataset decodes to RGB
     # np.array: a writable copy of the uint8 pixels (torch warns on read-only buffers)
-    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)  # [3, H, W]
+    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # [3, H, W]
     grid_px = resize_uint8(pixels, s * cols, s * rows)  # [3, rows*s, cols*s]
     src = grid_px.view(3, rows, s, cols, s).permute(1, 3, 0, 2, 4)
     out[:n].view(rows, cols, 3, s, s).copy_(src)  # uint8 -> float32, tiles row-major
