@@ -235,7 +235,8 @@ def node_state(node: str, env: dict[str, str]) -> str:
 
 def restore_node(node: str, env: dict[str, str], timeout_s: float = 60) -> str:
     """After a reboot: wait until the node answers again (ReturnToService=2 brings a
-    re-registered node back), else RESUME it; its state (idle/mix/alloc unless it could not be restored)."""
+    re-registered node back), else RESUME it; its state (idle/mix/alloc unless it could not
+    be restored)."""
     deadline = time.monotonic() + timeout_s
     while (state := node_state(node, env)) not in ("idle", "mix", "alloc"):
         if time.monotonic() > deadline:

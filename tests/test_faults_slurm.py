@@ -57,6 +57,10 @@ def metrics(run_dir: Path) -> list[dict]:
     return RunDir(run_dir).metrics()
 
 
+def requeue_events(run_dir: Path) -> list[dict]:
+    return RunDir(run_dir).requeues()
+
+
 def logs(run_dir: Path) -> str:
     files = sorted((run_dir / "logs").glob("node*.log")) + sorted(
         (run_dir / "submitit").glob("*_log.*")
@@ -144,7 +148,7 @@ def test_preempted_job_requeues_skips_a_corrupt_checkpoint_and_resumes_exactly(
     assert summary["status"] == "completed" and summary["steps"] == 12, summary
     assert summary["requeues"] >= 1 and summary["restart"] >= 1, summary
     assert summary["final_loss"] == rows[-1]["loss"]
-    events = [json.loads(x) for x in (run_dir / "logs" / "requeues.jsonl").read_text().splitlines()]
+    events = requeue_events(run_dir)
     assert events[0]["kind"] == "preempted", events  # no time limit: USR2 is a preemption
     assert events[0]["saved"] is True and events[0]["resume_step"] == newest_step, events
     assert events[0]["action"] == "requeued"
@@ -153,11 +157,6 @@ def test_preempted_job_requeues_skips_a_corrupt_checkpoint_and_resumes_exactly(
     assert "[launcher] node 1: saved for requeue" in node1, node1[-3000:]
     status = launch("status", str(run_dir), env=env)
     assert status.stdout.startswith("COMPLETED"), status.stdout
-
-
-def requeue_events(run_dir: Path) -> list[dict]:
-    path = run_dir / "logs" / "requeues.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 def release_each_requeue(
@@ -243,6 +242,12 @@ def test_time_limit_signal_from_slurm_saves_requeues_and_completes(slurm_cluster
 
 
 COLLECTIVE_TIMEOUT_S = 20
+NODE_LOSS_SETTINGS = (
+    "save_steps=3",
+    "save_total_limit=2",
+    f"cluster.collective_timeout_s={COLLECTIVE_TIMEOUT_S}",
+)
+"""The node-loss tests: a checkpoint every 3 steps (two kept), collectives bounded at 20 s."""
 SLURMD_TIMEOUT_S = 60
 """The local cluster's SlurmdTimeout (slurm/slurm.conf.in): slurmctld pings each slurmd every
 SlurmdTimeout/3 and declares a node DOWN once it has not answered for SlurmdTimeout."""
@@ -273,9 +278,7 @@ def test_a_frozen_node_ends_the_job_as_node_failure_naming_it_and_requeues(
         run_dir,
         tmp_path / "cache",
         f"max_steps={steps}",
-        "save_steps=3",
-        "save_total_limit=2",
-        f"cluster.collective_timeout_s={COLLECTIVE_TIMEOUT_S}",
+        *NODE_LOSS_SETTINGS,
         f"cluster.requeue_on_node_failure={str(requeue).lower()}",
         env=env,
     )
@@ -362,9 +365,7 @@ def test_a_killed_rank_on_node2_ends_the_job_fast_as_node_failure_and_requeues(
         run_dir,
         tmp_path / "cache",
         f"max_steps={steps}",
-        "save_steps=3",
-        "save_total_limit=2",
-        f"cluster.collective_timeout_s={COLLECTIVE_TIMEOUT_S}",
+        *NODE_LOSS_SETTINGS,
         env=env,
     )
     try:
