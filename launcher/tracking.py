@@ -131,3 +131,25 @@ def check(spec: JobSpec) -> list[Problem]:
             )
         )
     return problems
+
+
+def xtuner_visualizer(t: TrackingSpec, run: RunDir) -> str:
+    """Lines for xtuner_config.py: mmengine's visualizer with LocalVisBackend (its vis_data
+    becomes metrics.jsonl) and the tracker's backend, which gets the same scalars at the same
+    iterations and XTuner's own config as params; '' for tensorboard (mmengine's default
+    LocalVisBackend is kept as it was) and none."""
+    if t.backend not in PACKAGES:
+        return ""
+    if t.backend == "wandb":  # project, entity, tags, mode, dir, id: the WANDB_* variables
+        cls, kwargs = "WandbVisBackend", {"init_kwargs": {"name": run.root.name}}
+    else:
+        tags = dict.fromkeys(t.tags, "true") or None
+        cls = "MLflowVisBackend"
+        kwargs = {"exp_name": t.project, "run_name": run.root.name, "tags": tags}
+        kwargs["tracking_uri"] = mlflow_uri(t, run)
+    return (
+        f"\n# tracking={t.name} (launcher/tracking.py)\n"
+        f"from mmengine.visualization import LocalVisBackend, {cls}, Visualizer\n\n"
+        "visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend), "
+        f"dict(type={cls}, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})])\n"
+    )

@@ -1,0 +1,194 @@
+"""tracking=tensorboard|wandb|mlflow|none: checked before anything is written, set on the nodes,
+and, for real runs of our trainer, read back from MLflow's file store with MlflowClient and from
+W&B's offline run files (never the network: WANDB_MODE=offline is what the plan sets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher import compose as composing
+from launcher.pipeline import plan_from_config
+from launcher.spec import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCHER_PY = REPO / ".venv-launcher" / "bin" / "python"  # no wandb, no mlflow there
+
+
+def _plan(tmp_path: Path, *overrides: str):
+    cfg, problems = composing.compose(
+        [
+            *overrides,
+            f"run_dir={tmp_path / 'run'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "check_data=false",
+        ]
+    )
+    return plan_from_config(cfg, problems)
+
+
+def test_every_problem_at_once_nothing_planned(tmp_path):
+    cfg, problems = composing.compose(["tracking=wandb", "tracking.projct=x"])
+    assert [(p.setting, p.message) for p in problems] == [
+        ("tracking.projct", "unknown setting (did you mean 'tracking.project'?)")
+    ]
+    assert (
+        not LAUNCHER_PY.exists()
+        or "wandb"
+        not in subprocess.run(
+            [str(LAUNCHER_PY), "-m", "pip", "list"], capture_output=True, text=True
+        ).stdout
+    )
+    bad = ["tracking=wandb", "tracking.uri=http://x", f"cluster.python={LAUNCHER_PY}"]
+    with pytest.raises(ConfigError) as e:
+        _plan(tmp_path, *bad)
+    said = {p.setting: p.message for p in e.value.problems}
+    assert said["tracking.uri"] == "an MLflow setting (backend wandb)"
+    if LAUNCHER_PY.exists():  # the login-only env has neither package: a check problem
+        assert "has no 'wandb': pip install wandb there" in said["tracking=wandb"]
+    assert not (tmp_path / "run").exists()
+    launcher_reqs = (REPO / "requirements-launcher.txt").read_text()
+    assert "wandb" not in launcher_reqs and "mlflow" not in launcher_reqs
+
+
+def test_plan_sets_each_engine_up(tmp_path):
+    plan, _ = _plan(tmp_path, "tracking=wandb", "tracking.tags=[a,b]")
+    env = plan.node_launch[0].env
+    assert env["WANDB_MODE"] == "offline" and env["WANDB_TAGS"] == "a,b"
+    assert env["WANDB_DIR"] == str(tmp_path / "run") and env["WANDB_NAME"] == "run"
+    args = json.loads(plan.files["train_args.json"])
+    assert (args["report_to"], args["run_name"]) == ("wandb", "run")
+    plan, _ = _plan(tmp_path, "tracking=mlflow", "nodes=2")
+    assert plan.node_launch[1].env["MLFLOW_TRACKING_URI"] == (tmp_path / "run" / "mlruns").as_uri()
+    plan, _ = _plan(tmp_path, "tracking=none")
+    assert json.loads(plan.files["train_args.json"])["report_to"] == "none"
+    assert not any(k.startswith(("WANDB", "MLFLOW")) for k in plan.node_launch[0].env)
+    # the official engine: only HF's names, so its own callbacks do the logging
+    plan, _ = _plan(
+        tmp_path, "model=internvl2_1b", "hw=h100", "model.engine=internvl_official",
+        "model.internvl_root=/src/InternVL", "model.internvl_revision=head", "data=ui_dataset",
+        "tracking=mlflow", f"cluster.python={sys.executable}", "dry_run=true",
+    )  # fmt: skip
+    args = json.loads(plan.files["train_args.json"])
+    assert (args["report_to"], args["run_name"], "tracking_params" in args) == (
+        "mlflow",
+        "run",
+        False,
+    )
+
+
+@pytest.mark.xtuner
+def test_xtuner_config_builds_the_visualizer(tmp_path):
+    """The rendered config, read by mmengine in the XTuner env, builds LocalVisBackend (vis_data:
+    metrics.jsonl) beside MLflow's backend pointed at the run dir's store."""
+    xpy = REPO / ".venv-xtuner" / "bin" / "python"
+    if not xpy.exists():
+        pytest.skip("no .venv-xtuner (bash xtuner_cfgs/make_env.sh)")
+    plan, _ = _plan(
+        tmp_path, "model=tiny_llava", "data=synthetic_llava", "tracking=mlflow",
+        "tracking.tags=[a]", f"+engine_args.xtuner_env={Path(sys.executable).parents[1]}", "dry_run=true",
+    )  # fmt: skip
+    for name, text in plan.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    code = (
+        "from mmengine.config import Config; from mmengine.registry import VISUALIZERS; "
+        "c = Config.fromfile('xtuner_config.py'); "
+        "v = VISUALIZERS.build(dict(**c.visualizer, name='t', save_dir='vis')); "
+        "b = v._vis_backends['MLflowVisBackend']; "
+        "print(sorted(v._vis_backends), b._tracking_uri, b._run_name, b._tags)"
+    )
+    r = subprocess.run([str(xpy), "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    uri = (tmp_path / "run" / "mlruns").as_uri()
+    assert r.stdout.split() == [
+        "['LocalVisBackend',",
+        "'MLflowVisBackend']",
+        uri,
+        "run",
+        "{'a':",
+        "'true'}",
+    ]
+
+
+def _launch(tmp_path: Path, cache_dir: Path, *overrides: str) -> tuple[Path, list[dict]]:
+    run_dir = tmp_path / "tracked run"
+    r = subprocess.run(
+        [sys.executable, "launch.py", "max_steps=3", f"run_dir={run_dir}", f"cache_dir={cache_dir}", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    assert [x["step"] for x in rows] == [1, 2, 3]
+    return run_dir, rows
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vlm-cache")
+
+
+@pytest.mark.slow
+def test_mlflow_file_store_read_back(tmp_path, cache_dir):
+    run_dir, rows = _launch(tmp_path, cache_dir, "tracking=mlflow", "tracking.project=exp1")
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient((run_dir / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("exp1").experiment_id])
+    assert (run.info.run_name, run.info.status) == ("tracked run", "FINISHED")
+    assert run.data.params["model.name"] == "tiny_internvl" and run.data.params["max_steps"] == "3"
+    for key in ("loss", "lr", "tokens_per_sec"):
+        got = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+        assert got == [(x["step"], pytest.approx(x[key])) for x in rows], key
+
+
+def wandb_records(path: Path):
+    """The records of a W&B offline run file (LevelDB-log framing: 32 KiB blocks of
+    crc/length/type-prefixed chunks after a 7-byte ':W&B' header), as protobufs."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, buf = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:
+            pos += 32768 - pos % 32768
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        buf, pos = buf + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            break
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            buf = b""
+            yield rec
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_read_back(tmp_path, cache_dir):
+    run_dir, rows = _launch(tmp_path, cache_dir, "tracking=wandb", "tracking.tags=[sweep1]")
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    history, meta = [], None
+    for rec in wandb_records(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            meta = rec.run
+        elif kind == "history":
+            history.append({i.key: json.loads(i.value_json) for i in rec.history.item})
+    assert (meta.display_name, meta.project, list(meta.tags)) == (
+        "tracked run",
+        "vlm-launch",
+        ["sweep1"],
+    )
+    config = {i.key: json.loads(i.value_json) for i in meta.config.update}
+    assert config["model"]["name"] == "tiny_internvl" and config["max_steps"] == 3
+    assert [h["_step"] for h in history] == [1, 2, 3]
+    assert [h["loss"] for h in history] == [pytest.approx(x["loss"]) for x in rows]
