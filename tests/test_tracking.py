@@ -172,23 +172,47 @@ def wandb_records(path: Path):
             yield rec
 
 
-@pytest.mark.slow
-def test_wandb_offline_run_read_back(tmp_path, cache_dir):
-    run_dir, rows = _launch(tmp_path, cache_dir, "tracking=wandb", "tracking.tags=[sweep1]")
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+def test_wandb_offline_run_read_back(tmp_path, monkeypatch):
+    """Our trainer's tracker (rank 0's, torch-free) with real W&B, in the environment the plan
+    sets for tracking=wandb: the offline run's files hold the run name, project, tags, the
+    composed config and one history row per record, at its step."""
+    plan, _ = _plan(tmp_path, "tracking=wandb", "tracking.tags=[sweep1]", "tracking.project=p1")
+    for k, v in plan.node_launch[0].env.items():
+        if k.startswith("WANDB_"):
+            monkeypatch.setenv(k, v)
+    assert os.environ["WANDB_MODE"] == "offline"  # never the network
+    config = tmp_path / "config.yaml"
+    config.write_text(plan.files["config.yaml"])
+    (tmp_path / "run").mkdir()
+    from internvl_chat.train.tracking import Tracker
+
+    rows = [
+        {"step": s, "loss": 2.0 / s, "lr": 1e-4, "tokens": 300 + s, "note": "x"} for s in (1, 2, 3)
+    ]
+    tracker = Tracker("wandb", "run", str(config))
+    tracker.start()
+    for rec in rows:
+        tracker.log(rec)
+    tracker.close()
+    import wandb
+
+    wandb.teardown()  # what the trainer's exit does: wait for W&B's service to write the file
+    (path,) = (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb")
     history, meta = [], None
     for rec in wandb_records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             meta = rec.run
         elif kind == "history":
-            history.append({i.key: json.loads(i.value_json) for i in rec.history.item})
-    assert (meta.display_name, meta.project, list(meta.tags)) == (
-        "tracked run",
-        "vlm-launch",
-        ["sweep1"],
-    )
+            history.append(
+                {
+                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
+            )
+    assert (meta.display_name, meta.project, list(meta.tags)) == ("run", "p1", ["sweep1"])
+    assert meta.run_id == "run"
     config = {i.key: json.loads(i.value_json) for i in meta.config.update}
-    assert config["model"]["name"] == "tiny_internvl" and config["max_steps"] == 3
-    assert [h["_step"] for h in history] == [1, 2, 3]
-    assert [h["loss"] for h in history] == [pytest.approx(x["loss"]) for x in rows]
+    assert config["model"]["name"] == "tiny_internvl" and config["tracking"]["backend"] == "wandb"
+    got = [(h["_step"], h["loss"], h["tokens"], "note" in h) for h in history if "loss" in h]
+    assert got == [(x["step"], pytest.approx(x["loss"]), x["tokens"], False) for x in rows]
