@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from launcher.defaults import GROUPS  # a group's option names itself (`zero3`)
+
 # Short names for point dirs and legends; anything else: the setting's last dotted part.
 SHORT = {
     "per_device_batch_size": "pdb",
@@ -28,7 +30,6 @@ SHORT = {
     "parallelism.zero_stage": "z",
     "lr": "lr",
 }
-GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark", "tracking")
 # Settings that differ between any two runs by construction, never because of a choice.
 NOT_A_CHOICE = {"run_dir", "runs_root", "cache_dir", "dry_run", "wait"}
 

@@ -172,7 +172,7 @@ def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Pa
     assert [row["status"] for row in rows] == ["submitted", "infeasible", "submitted"]
     assert "global_batch_size" in rows[1]["reasons"][0]
     runs = run_dirs([str(sweep)])
-    assert len(runs) == 2
+    assert [run.root.name for run in runs] == ["pdb2", "pdb4"]  # named by what differs
     deadline = time.monotonic() + 900
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
@@ -184,9 +184,11 @@ def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Pa
         assert [state(run) for run in runs] == ["COMPLETED", "COMPLETED"]
     status = launch("status", str(sweep), env=slurm_cluster.env)
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2
+    assert status.stdout.count(" point: per_device_batch_size=") == 2
     rep = launch("report", str(sweep))
     assert rep.returncode == 0, rep.stdout + rep.stderr
     table = (sweep / "report.md").read_text()
+    assert "| pdb4 | 4 |" in table  # the settings that differ, per run
     assert table.count("| 2 x 1 |") == 2
     for png in ("loss.png", "tgs.png", "mfu.png"):
         assert (sweep / png).stat().st_size > 1000

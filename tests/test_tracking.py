@@ -83,6 +83,7 @@ def test_plan_sets_each_engine_up(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.xtuner
 def test_xtuner_config_builds_the_visualizer(tmp_path):
     """The rendered config, read by mmengine in the XTuner env, builds LocalVisBackend (vis_data:
