@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tracking import read_back_mlflow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,10 +53,11 @@ def mean(xs: list[float]) -> float:
 @pytest.mark.slow
 def test_local_run_trains_and_writes_the_run_dir(tmp_path: Path, cache_dir: Path):
     run_dir = tmp_path / "local run"
-    r = launch("max_steps=12", f"run_dir={run_dir}", f"cache_dir={cache_dir}")
+    r = launch("max_steps=12", f"run_dir={run_dir}", f"cache_dir={cache_dir}", "tracking=mlflow")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = metrics(run_dir)
     assert [m["step"] for m in rows] == list(range(1, 13))
+    read_back_mlflow(run_dir, rows)  # tracking=mlflow: the same records, in RUN_DIR/mlruns
     for key in ("loss", "lr", "samples_per_sec", "tokens_per_sec"):
         assert all(isinstance(m[key], int | float) for m in rows), key
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -1,6 +1,7 @@
 """tracking=tensorboard|wandb|mlflow|none: checked before anything is written, set on the nodes,
-and, for real runs of our trainer, read back from MLflow's file store with MlflowClient and from
-W&B's offline run files (never the network: WANDB_MODE=offline is what the plan sets)."""
+read back from MLflow's file store with MlflowClient (`read_back_mlflow`, called by
+tests/test_e2e.py's local training run with tracking=mlflow) and from W&B's offline run files
+(our trainer's tracker in the plan's environment: WANDB_MODE=offline, never the network)."""
 
 from __future__ import annotations
 
@@ -118,34 +119,18 @@ def test_xtuner_config_builds_the_visualizer(tmp_path):
     ]
 
 
-def _launch(tmp_path: Path, cache_dir: Path, *overrides: str) -> tuple[Path, list[dict]]:
-    run_dir = tmp_path / "tracked run"
-    r = subprocess.run(
-        [sys.executable, "launch.py", "max_steps=3", f"run_dir={run_dir}", f"cache_dir={cache_dir}", *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
-    assert [x["step"] for x in rows] == [1, 2, 3]
-    return run_dir, rows
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("vlm-cache")
-
-
-@pytest.mark.slow
-def test_mlflow_file_store_read_back(tmp_path, cache_dir):
-    run_dir, rows = _launch(tmp_path, cache_dir, "tracking=mlflow", "tracking.project=exp1")
+def read_back_mlflow(run_dir: Path, rows: list[dict], experiment: str = "vlm-launch") -> None:
+    """The run's MLflow file store, read with MlflowClient, holds one finished run named after
+    the run dir, the composed config as params and every metrics.jsonl record at its step.
+    (tests/test_e2e.py's local run trains with tracking=mlflow and calls this.)"""
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient((run_dir / "mlruns").as_uri())
-    (run,) = client.search_runs([client.get_experiment_by_name("exp1").experiment_id])
-    assert (run.info.run_name, run.info.status) == ("tracked run", "FINISHED")
-    assert run.data.params["model.name"] == "tiny_internvl" and run.data.params["max_steps"] == "3"
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert (run.info.run_name, run.info.status) == (run_dir.name, "FINISHED")
+    assert run.data.params["model.name"] == "tiny_internvl"
+    assert run.data.params["max_steps"] == str(len(rows))
     for key in ("loss", "lr", "tokens_per_sec"):
         got = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         assert got == [(x["step"], pytest.approx(x[key])) for x in rows], key
