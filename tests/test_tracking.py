@@ -202,3 +202,44 @@ def test_wandb_offline_run_read_back(tmp_path, monkeypatch):
     assert config["model"]["name"] == "tiny_internvl" and config["tracking"]["backend"] == "wandb"
     got = [(h["_step"], h["loss"], h["tokens"], "note" in h) for h in history if "loss" in h]
     assert got == [(x["step"], pytest.approx(x["loss"]), x["tokens"], False) for x in rows]
+
+
+@pytest.mark.slow
+def test_official_engine_logs_through_hf_callbacks(tmp_path, monkeypatch):
+    """The official engine trains with HF's Trainer, so its tracking is HF's own callback: given
+    the plan's report_to, run_name and node env, HF's MLflowCallback writes the run into the
+    run dir's file store (a one-layer model stands in for InternVL: the callback is the same)."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    plan, _ = _plan(
+        tmp_path, "model=internvl2_1b", "hw=h100", "model.engine=internvl_official",
+        "model.internvl_root=/src/InternVL", "model.internvl_revision=head", "data=ui_dataset",
+        "tracking=mlflow", "tracking.tags=[t1]", f"cluster.python={sys.executable}", "dry_run=true",
+    )  # fmt: skip
+    for k, v in plan.node_launch[0].env.items():
+        if k.startswith("MLFLOW_"):
+            monkeypatch.setenv(k, v)
+    official = json.loads(plan.files["train_args.json"])
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):
+            return {"loss": ((self.layer(x).squeeze(-1) - labels) ** 2).mean()}
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), report_to=official["report_to"],
+        run_name=official["run_name"], max_steps=3, logging_steps=1,
+        per_device_train_batch_size=4, save_strategy="no", use_cpu=True,
+    )  # fmt: skip
+    data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(12)]
+    Trainer(model=Tiny(), args=args, train_dataset=data).train()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient((tmp_path / "run" / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("vlm-launch").experiment_id])
+    assert (run.info.run_name, run.info.status, run.data.tags["t1"]) == ("run", "FINISHED", "true")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
