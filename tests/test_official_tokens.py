@@ -12,6 +12,7 @@ reason; docs/DIFFERENCES.md explains each.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ from internvl_chat.data.config import DataConfig
 from internvl_chat.data.meta import conversation_of, encode_conversation
 from internvl_chat.data.templates import SampleDropped, SampleError
 from internvl_chat.tokenizer import load_tokenizer, save_tiny_tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent / "tools"))
+from chatml_tokenizers import FAMILIES as CHATML_FAMILIES  # noqa: E402
+from chatml_tokenizers import save_chatml_tokenizer  # noqa: E402
 
 EXPECTED = Path(__file__).parent / "expected" / "official_tokens"
 SAMPLES = {s["name"]: s for s in json.loads((EXPECTED / "samples.json").read_text("utf-8"))}
@@ -39,7 +44,15 @@ KNOWN = {
     },
     **{
         ("head", "internvl2_5", fam, "leading_gpt"): ("refused", "the official code glues '<image>\\n' onto the leading answer and supervises that literal text")
-        for fam in ("qwen2", "internlm2")
+        for fam in ("qwen2", "internlm2", "qwen2_5", "qwen3")
+    },
+    **{
+        (rev, "internlm2-chat", "internlm2", s): ("tokens", "a last human turn: the official internlm2-chat code supervises it as if it were an answer; we supervise the answers only")
+        for rev in ("pin", "head") for s in ("ends_on_human", "ends_on_human_image")
+    },
+    **{
+        ("head", "internvl2_5", fam, s): ("refused", "a null value: the official internvl2_5 code trains the literal text 'None'")
+        for fam in ("qwen2", "internlm2", "qwen2_5", "qwen3") for s in ("null_answer", "null_question")
     },
 }  # fmt: skip
 
@@ -56,11 +69,11 @@ def cases(revision: str):
 def toks(tmp_path_factory):
     root = tmp_path_factory.mktemp("official_tokens")
     data = json.loads((EXPECTED / "head.json").read_text("utf-8"))
+    paths = {fam: save_tiny_tokenizer(root / fam, fam) for fam in ("internlm2", "qwen2", "phi3")}
+    paths.update({fam: save_chatml_tokenizer(root / fam, fam) for fam in CHATML_FAMILIES})
     return {
-        fam: load_tokenizer(
-            save_tiny_tokenizer(root / fam, fam), model_max_length=data["max_length"]
-        )
-        for fam in ("internlm2", "qwen2", "phi3")
+        fam: load_tokenizer(path, model_max_length=data["max_length"])
+        for fam, path in paths.items()
     }
 
 
@@ -82,9 +95,9 @@ def official_kind(case: dict, tok) -> str:
         return "rejected"
     if "all_masked" in case:
         return "all_masked"
-    images = SAMPLES[case["sample"]].get("image") or []
-    n_images = 1 if isinstance(images, str) else len(images)
-    if case["input_ids"].count(tok.convert_tokens_to_ids("</img>")) != n_images:
+    tiles = SAMPLES[case["sample"]]["tiles"]
+    n_context = case["input_ids"].count(tok.convert_tokens_to_ids("<IMG_CONTEXT>"))
+    if n_context != 4 * sum(tiles):
         return "no_image_tokens"  # PIN has no assert: the model would zero the batch loss
     return "tokens"
 
@@ -111,7 +124,7 @@ def test_matches_official(toks, revision, case):
 
 
 def test_every_sample_and_template_is_covered():
-    for revision, pairs in (("pin", 3), ("head", 5)):
+    for revision, pairs in (("pin", 3), ("head", 7)):
         data = json.loads((EXPECTED / f"{revision}.json").read_text("utf-8"))
         assert len(data["cases"]) == pairs * len(SAMPLES)
         assert data["revision"] == revision and "gen_official_tokens.py" in data["command"]

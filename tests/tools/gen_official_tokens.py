@@ -40,7 +40,8 @@ EXPECTED = REPO / "tests" / "expected" / "official_tokens"
 TOKENS_PER_TILE = 4  # the tiny models: 56 px tiles, patch 14, pixel shuffle 0.5
 MAX_LENGTH = 4096
 # (template, tiny tokenizer family) pairs, as the shipped checkpoints pair them; internvl2_5
-# is checked with a BOS-less (Qwen2.5) and a BOS-adding (InternLM2.5) tokenizer.
+# is checked with a BOS-less (Qwen2) and a BOS-adding (InternLM2.5) tokenizer, and with the
+# Qwen2.5 (InternVL2.5/3) and Qwen3 (InternVL3.5) added tokens (tests/tools/chatml_tokenizers.py).
 PAIRS = {
     "pin": [("internlm2-chat", "internlm2"), ("Hermes-2", "qwen2"), ("phi3-chat", "phi3")],
     "head": [
@@ -49,6 +50,8 @@ PAIRS = {
         ("phi3-chat", "phi3"),
         ("internvl2_5", "qwen2"),
         ("internvl2_5", "internlm2"),
+        ("internvl2_5", "qwen2_5"),
+        ("internvl2_5", "qwen3"),
     ],
 }
 PREPROCESS = {
@@ -93,13 +96,16 @@ def load_official(root: Path):
 
 
 def tokenizers(tmp: Path) -> dict:
+    """The tiny tokenizers by family, loaded as our pipeline loads them."""
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from chatml_tokenizers import FAMILIES, save_chatml_tokenizer
+
     from internvl_chat.tokenizer import load_tokenizer, save_tiny_tokenizer
 
-    return {
-        fam: load_tokenizer(save_tiny_tokenizer(tmp / fam, fam), model_max_length=MAX_LENGTH)
-        for fam in ("internlm2", "qwen2", "phi3")
-    }
+    paths = {fam: save_tiny_tokenizer(tmp / fam, fam) for fam in ("internlm2", "qwen2", "phi3")}
+    paths.update({fam: save_chatml_tokenizer(tmp / fam, fam) for fam in FAMILIES})
+    return {fam: load_tokenizer(path, model_max_length=MAX_LENGTH) for fam, path in paths.items()}
 
 
 def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict:
@@ -147,7 +153,7 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
     return {"input_ids": ids, "labels": labels}
 
 
-def generate(root: Path, revision: str) -> dict:
+def generate(root: Path, revision: str, source_text: str | None = None) -> dict:
     samples = json.loads((EXPECTED / "samples.json").read_text(encoding="utf-8"))
     source = root / "SOURCE.txt"
     out = {
@@ -156,7 +162,8 @@ def generate(root: Path, revision: str) -> dict:
             f".venv/bin/python tests/tools/gen_official_tokens.py --internvl-root DIR "
             f"--revision {revision}"
         ),
-        "source": source.read_text(encoding="utf-8") if source.exists() else "a git checkout",
+        "source": source_text
+        or (source.read_text(encoding="utf-8") if source.exists() else "a git checkout"),
         "tokens_per_tile": TOKENS_PER_TILE,
         "max_length": MAX_LENGTH,
         "cases": [],
@@ -189,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--internvl-root", required=True, type=Path)
     p.add_argument("--revision", required=True, choices=sorted(PAIRS))
     p.add_argument("--out", type=Path)
+    p.add_argument("--source", help="what DIR is (recorded in the JSON's source field)")
     a = p.parse_args(argv)
-    data = generate(a.internvl_root, a.revision)
+    data = generate(a.internvl_root, a.revision, a.source)
     out = a.out or EXPECTED / f"{a.revision}.json"
     out.write_text(dump(data), encoding="utf-8")
     kinds = [("rejected" in c) * "rejected" or ("all_masked" in c) * "all_masked" or "tokens"
