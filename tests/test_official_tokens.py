@@ -160,3 +160,58 @@ def test_tools_take_revision_and_system_message(tmp_path, capsys):
     assert "a.jsonl:2: empty gpt value" in capsys.readouterr().out
     assert validate_data.main([str(meta), "--model", str(model), "--revision", "head"]) == 1
     assert "a.jsonl:2: dropped in training: no supervised token" in capsys.readouterr().out
+
+
+def test_refusals_name_file_and_line(tmp_path, capsys, caplog):
+    """Issue 19's differences, through validate_data, inspect and the dataset build: a lone
+    surrogate (value or image path) and a null value are file:line problems (no TypeError);
+    '</s>' in an internlm2-chat answer is refused (the official code masks the whole sample);
+    literal <img>/</img> text and a last human turn are trained."""
+    from internvl_chat.data.dataset import build_train_dataset
+    from internvl_chat.tools import inspect, validate_data
+
+    model = save_tiny_tokenizer(tmp_path / "model", "internlm2")
+    (model / "config.json").write_text(json.dumps({"template": "internlm2-chat", "force_image_size": 56, "vision_config": {"patch_size": 14}}))  # fmt: skip
+    q, a = {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}
+    rows = [
+        {"conversations": [q, a]},
+        {"conversations": [{"from": "human", "value": "Q \ud800"}, a]},
+        {"conversations": [q, a], "image": "x\udfff.png"},
+        {"conversations": [q, {"from": "gpt", "value": None}]},
+        {"conversations": [q, {"from": "gpt", "value": "red</s>blue"}]},
+        {"conversations": [{"from": "human", "value": "Say <img>"}, {"from": "gpt", "value": "</img>"}]},
+        {"conversations": [q, a, q]},
+    ]  # fmt: skip
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"d": {"root": ".", "annotation": "a.jsonl", "repeat_time": 1}}))
+    ann = tmp_path / "a.jsonl"
+    want = {
+        2: r"conversations[0].value is not valid Unicode: lone surrogate \ud800 at character 2",
+        3: "is not valid Unicode (a lone surrogate)",
+        4: "conversations[1].value is null",
+        5: "gpt turn 1 contains '</s>': the official internlm2-chat code masks the whole sample",
+    }
+    assert validate_data.main([str(meta), "--model", str(model)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(want), out
+    for got, (line, reason) in zip(out, want.items(), strict=True):
+        assert got.startswith(f"{ann}:{line}: ") and reason in got, (line, got)
+    tok = load_tokenizer(model)
+    for index in range(len(rows)):
+        rc = inspect.main([str(meta), "--model", str(model), "--index", str(index), "--json"])
+        io = capsys.readouterr()
+        if index + 1 in want:
+            assert rc == 1 and io.err.startswith(f"error: {ann}:{index + 1}: "), io.err
+            assert want[index + 1] in io.err
+        else:
+            assert rc == 0, io.err
+            sample = json.loads(io.out)
+            text = tok.decode(sample["input_ids"])
+            assert ("Say <img>" in text) == (index == 5) and sample["num_image_tokens"] == 0
+    cfg = validate_data.settings(model, max_bad_sample_ratio=1.0)
+    with caplog.at_level("WARNING"):
+        ds = build_train_dataset(meta, tok, cfg)
+    assert len(ds) == 3 and ds.stats["d"]["skipped"] == 4
+    for line, reason in want.items():
+        assert f"{ann}:{line}: skipped sample: " in caplog.text and reason in caplog.text

@@ -158,6 +158,9 @@ def conversation_of(row: dict, cfg: DataConfig) -> tuple[list[str], str | None, 
         images = []
     else:
         raise SampleError("'image' must be a path or a list of non-empty paths")
+    for path in images:
+        if not _is_unicode(path):
+            raise SampleError(f"image path {path!r} is not valid Unicode (a lone surrogate)")
     template = get_template(cfg.conv_style, cfg.internvl_revision)
     # official: only a string `image` gets "<image>\n" inserted; a list must carry its tags
     system, turns = normalize_conversation(
@@ -168,6 +171,14 @@ def conversation_of(row: dict, cfg: DataConfig) -> tuple[list[str], str | None, 
         revision=cfg.internvl_revision,
     )
     return images, system, turns
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_conversation(
