@@ -9,13 +9,14 @@ tiny tokenizers (``internvl_chat.tokenizer.save_tiny_tokenizer``, the same objec
 pipeline uses). Only imports those functions never use are stubbed when missing
 (torchvision, cv2, imageio, decord); the tokenisation and masking code runs as written.
 
-The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py, read
-at 0556aa8e for pin and b9b1bb86 for head:
+The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py at
+764fdc9 for pin and 2410d1d for head:
 choose the preprocess function by template, prepend ``"<image>\\n"`` to the first entry of a
 single-image sample, the multi-image path with ``num_image``, the text-only path, and
 HEAD's ``</img>`` count asserts) live in that training script, which imports the whole model
 stack; they are mirrored in :func:`official_sample` line for line.
 
+``--source TEXT`` records what DIR is (e.g. the commit) in the JSON's ``source`` field.
 Writes tests/expected/official_tokens/<revision>.json (``--out`` to change): per case
 (sample x template + tokenizer) either ``input_ids`` + ``labels``, or ``all_masked`` (the
 official code trains on nothing: its "tokenization mismatch" path), or ``rejected`` (it
