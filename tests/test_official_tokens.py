@@ -215,3 +215,18 @@ def test_refusals_name_file_and_line(tmp_path, capsys, caplog):
     assert len(ds) == 3 and ds.stats["d"]["skipped"] == 4
     for line, reason in want.items():
         assert f"{ann}:{line}: skipped sample: " in caplog.text and reason in caplog.text
+
+
+def test_chatml_tokenizers_carry_the_real_added_tokens(toks):
+    """The tiny Qwen2.5 / Qwen3 tokenizers: the families' added tokens right after the BPE
+    vocabulary (22 / 26 of them), InternVL's after those, <think> one non-special token."""
+    for fam, n_added in (("qwen2_5", 22), ("qwen3", 26)):
+        tok = toks[fam]
+        first = tok.convert_tokens_to_ids("<|endoftext|>")
+        assert tok.convert_tokens_to_ids("<img>") == first + n_added
+        assert tok.convert_tokens_to_ids("<|im_end|>") == first + 2 == tok.eos_token_id
+        assert tok.pad_token == "<|endoftext|>" and tok.bos_token is None
+    think = toks["qwen3"]("<think>\nx</think>", add_special_tokens=False)["input_ids"]
+    assert toks["qwen3"].convert_tokens_to_ids("<think>") == think[0]
+    assert "<think>" not in toks["qwen3"].all_special_tokens
+    assert len(toks["qwen2_5"]("<think>", add_special_tokens=False)["input_ids"]) > 1
