@@ -1,6 +1,7 @@
 """Our tokens and labels against the official InternVL preprocessing, at both revisions.
 
-The expected files (tests/expected/official_tokens/{pin,head}.json) were produced ONCE from the
+The expected files (tests/expected/official_tokens/{pin,head,head_gpt_oss}.json; the last is
+the InternVL3.5 tree, checked with our ``head``) were produced ONCE from the
 official code by tests/tools/gen_official_tokens.py (its docstring and the files' "command" /
 "source" fields say how and from which commits). For every case (sample x template + tiny
 tokenizer) our pipeline must either give byte-identical input_ids and labels, or refuse the
@@ -43,16 +44,18 @@ KNOWN = {
         for rev in ("pin", "head") for s in ("multi_turn", "whitespace_text")
     },
     **{
-        ("head", "internvl2_5", fam, "leading_gpt"): ("refused", "the official code glues '<image>\\n' onto the leading answer and supervises that literal text")
-        for fam in ("qwen2", "internlm2", "qwen2_5", "qwen3")
+        (rev, "internvl2_5", fam, "leading_gpt"): ("refused", "the official code glues '<image>\\n' onto the leading answer and supervises that literal text")
+        for rev, fam in [("head", "qwen2"), ("head", "internlm2"), ("head", "qwen2_5"), ("head", "qwen3"), ("head_gpt_oss", "qwen3")]
     },
+    ("head_gpt_oss", "internvl2_5", "qwen3", "list_one_untagged"): ("refused", "the InternVL3.5 tree tags untagged image lists; we follow internvl_chat/, which rejects them"),
     **{
         (rev, "internlm2-chat", "internlm2", s): ("tokens", "a last human turn: the official internlm2-chat code supervises it as if it were an answer; we supervise the answers only")
         for rev in ("pin", "head") for s in ("ends_on_human", "ends_on_human_image")
     },
     **{
-        ("head", "internvl2_5", fam, s): ("refused", "a null value: the official internvl2_5 code trains the literal text 'None'")
-        for fam in ("qwen2", "internlm2", "qwen2_5", "qwen3") for s in ("null_answer", "null_question")
+        (rev, "internvl2_5", fam, s): ("refused", "a null value: the official internvl2_5 code trains the literal text 'None'")
+        for rev, fam in [("head", "qwen2"), ("head", "internlm2"), ("head", "qwen2_5"), ("head", "qwen3"), ("head_gpt_oss", "qwen3")]
+        for s in ("null_answer", "null_question")
     },
 }  # fmt: skip
 
@@ -79,6 +82,7 @@ def toks(tmp_path_factory):
 
 def ours(revision: str, case: dict, tok) -> dict:
     sample = SAMPLES[case["sample"]]
+    revision = "pin" if revision == "pin" else "head"  # head_gpt_oss: the InternVL3.5 tree
     cfg = DataConfig(conv_style=case["template"], internvl_revision=revision, max_seq_length=4096,
                      force_image_size=56, patch_size=14, down_sample_ratio=0.5)  # fmt: skip
     assert cfg.num_image_token == 4
@@ -102,7 +106,7 @@ def official_kind(case: dict, tok) -> str:
     return "tokens"
 
 
-@pytest.mark.parametrize(("revision", "case"), cases("pin") + cases("head"))
+@pytest.mark.parametrize(("revision", "case"), cases("pin") + cases("head") + cases("head_gpt_oss"))
 def test_matches_official(toks, revision, case):
     tok = toks[case["tokenizer"]]
     got = ours(revision, case, tok)
@@ -124,7 +128,7 @@ def test_matches_official(toks, revision, case):
 
 
 def test_every_sample_and_template_is_covered():
-    for revision, pairs in (("pin", 3), ("head", 7)):
+    for revision, pairs in (("pin", 3), ("head", 7), ("head_gpt_oss", 1)):
         data = json.loads((EXPECTED / f"{revision}.json").read_text("utf-8"))
         assert len(data["cases"]) == pairs * len(SAMPLES)
         assert data["revision"] == revision and "gen_official_tokens.py" in data["command"]

@@ -1,6 +1,6 @@
 """Token ids and labels the OFFICIAL InternVL preprocessing gives for tests/expected/official_tokens/samples.json.
 
-`.venv/bin/python tests/tools/gen_official_tokens.py --internvl-root DIR --revision pin|head`
+`.venv/bin/python tests/tools/gen_official_tokens.py --internvl-root DIR --revision pin|head|head_gpt_oss`
 
 DIR is an OpenGVLab/InternVL checkout (or a copy holding at least
 ``internvl_chat/internvl/{conversation.py,train/dataset.py,train/constants.py}``); nothing of
@@ -9,8 +9,12 @@ tiny tokenizers (``internvl_chat.tokenizer.save_tiny_tokenizer``, the same objec
 pipeline uses). Only imports those functions never use are stubbed when missing or broken
 (torchvision, cv2, imageio, decord); the tokenisation and masking code runs as written.
 
+``head_gpt_oss`` is the second tree of the newest commit, ``internvl_chat_gpt_oss/``, from
+which InternVL3.5 (Qwen3) is fine-tuned: the same ``preprocess_internvl2_5``, but its
+finetune script also tags untagged image lists.
+
 The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py at
-764fdc9 for pin and 2410d1d for head:
+764fdc9 for pin and 2410d1d for head and head_gpt_oss:
 choose the preprocess function by template, prepend ``"<image>\\n"`` to the first entry of a
 single-image sample, the multi-image path with ``num_image``, the text-only path, and
 HEAD's ``</img>`` count asserts) live in that training script, which imports the whole model
@@ -54,7 +58,10 @@ PAIRS = {
         ("internvl2_5", "qwen2_5"),
         ("internvl2_5", "qwen3"),
     ],
+    # InternVL3.5 (Qwen3) trains from the second tree, internvl_chat_gpt_oss/, at 2410d1d
+    "head_gpt_oss": [("internvl2_5", "qwen3")],
 }
+TREES = {"pin": "internvl_chat", "head": "internvl_chat", "head_gpt_oss": "internvl_chat_gpt_oss"}
 PREPROCESS = {
     "Hermes-2": "preprocess_mpt",
     "internlm2-chat": "preprocess_internlm",
@@ -89,10 +96,22 @@ def stub_unused_imports() -> None:
             mod.VideoReader = object
 
 
-def load_official(root: Path):
-    """The official ``internvl.train.dataset`` module from ROOT/internvl_chat."""
-    sys.path.insert(0, str(root / "internvl_chat"))
+def load_official(root: Path, revision: str = "head"):
+    """The official ``internvl.train.dataset`` module from ROOT/<tree of revision>. The
+    gpt_oss tree takes its templates from ``internvl.model.internvl_chat.conversation``,
+    whose package __init__ imports the whole model: the packages are registered bare so
+    only conversation.py runs, and its ceph reader (mmengine) is stubbed."""
+    tree = root / TREES[revision]
+    sys.path.insert(0, str(tree))
     stub_unused_imports()
+    if revision == "head_gpt_oss":
+        for name in ("internvl", "internvl.model", "internvl.model.internvl_chat"):
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(tree.joinpath(*name.split(".")))]
+            sys.modules[name] = pkg
+        s3 = types.ModuleType("internvl.utils.s3_fileio")  # its ceph client needs mmengine
+        s3.Client = object
+        sys.modules["internvl.utils.s3_fileio"] = s3
     return importlib.import_module("internvl.train.dataset")
 
 
@@ -121,10 +140,18 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
         return TOKENS_PER_TILE * n if revision == "pin" else [TOKENS_PER_TILE * n]
 
     end_id = tok.convert_tokens_to_ids("</img>")
+    # the gpt_oss tree tags the first entry, or the second when the first VALUE is "system"
+    first = int(item["conversations"][0]["value"] == "system") if revision == "head_gpt_oss" else 0
     if "image" in item and len(item["image"]) != 0:
         if revision == "pin":  # pin knows one image only: a list fails right here
             item["image"].startswith("s3://")
         if isinstance(item["image"], list):
+            if (
+                revision == "head_gpt_oss"
+                and "<image>" not in item["conversations"][first]["value"]
+            ):
+                tags = "<image>\n" * len(item["image"])  # the gpt_oss tree tags lists too
+                item["conversations"][first]["value"] = tags + item["conversations"][first]["value"]
             ret = preprocess(
                 template, [copy.deepcopy(item["conversations"])], tok,
                 [TOKENS_PER_TILE * n for n in tiles], group_by_length=True,
@@ -133,13 +160,14 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
             n = int((ret["input_ids"][0] == end_id).sum())
             assert n == len(item["image"]), "image tokens are truncated, this dataset is samples"
         else:
-            if "<image>" not in item["conversations"][0]["value"]:
-                item["conversations"][0]["value"] = "<image>\n" + item["conversations"][0]["value"]
+            if "<image>" not in item["conversations"][first]["value"]:
+                value = item["conversations"][first]["value"]
+                item["conversations"][first]["value"] = "<image>\n" + value
             ret = preprocess(
                 template, [copy.deepcopy(item["conversations"])], tok, tokens(tiles[0]),
                 group_by_length=True, ds_name="samples",
             )  # fmt: skip
-            if revision == "head":
+            if revision != "pin":
                 n = int((ret["input_ids"][0] == end_id).sum())
                 assert n == 1, "image tokens are truncated, this dataset is samples"
     else:
@@ -173,7 +201,7 @@ def generate(root: Path, revision: str, source_text: str | None = None, toks=Non
     }
     with tempfile.TemporaryDirectory() as tmp:
         toks = toks or tokenizers(Path(tmp))
-        ds = load_official(root)
+        ds = load_official(root, revision)
         for template, family in [p for p in PAIRS[revision] if p[1] in toks]:
             for sample in samples:
                 try:
