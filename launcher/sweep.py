@@ -12,6 +12,7 @@ import io
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -71,7 +72,7 @@ def _point(
     num: int,
     out: Path,
     sweep_dir: Path,
-    varying: list[str] = (),
+    varying: Sequence[str] = (),
 ) -> int:
     """Check, plan and submit one sweep point; one line on stdout and in sweep.jsonl either way
     (what the pipeline prints goes to the point's logs/launch.log)."""
