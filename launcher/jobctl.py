@@ -16,6 +16,7 @@ from pathlib import Path
 
 from launcher.dispatch import _pid_alive, squeue_state
 from launcher.rundir import RunDir
+from launcher.settings import point_settings
 
 
 def run_dirs(paths: list[str]) -> list[RunDir]:
@@ -84,6 +85,7 @@ def cmd_status(runs: list[RunDir]) -> int:
             extra += f" steps={summary.get('steps')} final_loss={loss:.4f}"
         if p["failure_class"]:
             extra += f" failure={p['failure_class']}"
+        extra += point_settings(run.root)  # a sweep point: the settings that differ
         print(f"{state(run):<22} {ident!s:<10} {run.root}{extra}")
     return 0
 

@@ -34,6 +34,16 @@ class RunDir:
         return self.root / "config.yaml"
 
     @property
+    def overrides_yaml(self) -> Path:
+        """The command line as given and the overrides Hydra applied (launcher.settings)."""
+        return self.root / "overrides.yaml"
+
+    @property
+    def launch_log(self) -> Path:
+        """What planning and submitting printed, for a sweep point (its stdout is one line)."""
+        return self.root / "logs" / "launch.log"
+
+    @property
     def plan_json(self) -> Path:
         return self.root / "plan.json"
 
