@@ -48,6 +48,8 @@ _ARCH_OF_TYPE = {
     "qwen2": "Qwen2ForCausalLM",
     "llama": "LlamaForCausalLM",
     "phi3": "Phi3ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "internlm3": "InternLM3ForCausalLM",
 }
 _CHAT_KEYS = ("template", "dynamic_image_size", "use_thumbnail", "min_dynamic_patch",
               "max_dynamic_patch", "pad2square", "use_llm_lora")  # fmt: skip
