@@ -15,8 +15,6 @@ from launcher.flops import dims_from_config
 from launcher.pipeline import plan_from_config
 from launcher.spec import ConfigError
 
-pytestmark = pytest.mark.launcher
-
 # From the official scripts: internvl_chat/shell/internvl2.5|internvl3.0/2nd_finetune/*_full.sh
 # and internvl_chat_gpt_oss/shell/internvl3_5_qwen3/*_sft.sh:
 # per-device batch, ZeRO stage, lr, weight decay, drop path, max_dynamic_patch, seq, freeze_backbone
