@@ -92,3 +92,14 @@ def test_convert_cli_refuses_an_existing_output_and_a_missing_input(tmp_path, ca
     (tmp_path / "out").mkdir()
     assert main([str(tmp_path / "nope"), str(tmp_path / "out"), "--to", "hf"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arch", "name"),
+    [("Qwen3MoeForCausalLM", "Qwen3 MoE"), ("GptOssForCausalLM", "GPT-OSS")],
+)
+def test_moe_and_gpt_oss_checkpoints_are_refused_by_name(arch, name):
+    from internvl_chat.model.llm import family_of
+
+    with pytest.raises(ValueError, match=f"{arch}.*{name}.*not supported yet"):
+        family_of({"architectures": [arch]})
