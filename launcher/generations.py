@@ -67,3 +67,15 @@ def generation_args(spec: JobSpec) -> dict:
     m = spec.model
     keys = ("max_packed_tokens", "num_images_expected", "loss_reduction", "save_format")
     return {k: getattr(m, k) for k in keys if getattr(m, k) is not None}
+
+
+def packed_row(spec: JobSpec) -> tuple[int, int, str] | None:
+    """(tokens, tiles, basis) one packed row holds, for the memory estimate: a micro-batch
+    sample is a whole row (max_packed_tokens, else seq_len; num_images_expected tiles, the
+    trainer's default 40 unless set); None when not packed."""
+    if not packed(spec):
+        return None
+    m = spec.model
+    tokens = m.max_packed_tokens or spec.seq_len
+    tiles = m.num_images_expected or 40
+    return tokens, tiles, f"{tokens} tokens and {tiles} tiles per packed row"

@@ -142,6 +142,16 @@ def test_packing_mistakes_are_refused_all_at_once(tmp_path):
         plan(tmp_path, "model=internvl3_8b", "model.max_packed_tokens=20000")
 
 
+def test_packed_memory_estimate_budgets_a_whole_row(tmp_path):
+    """A packed micro-batch sample is a row of max_packed_tokens tokens and up to
+    num_images_expected tiles (96 ViT tiles for 3.5), not one seq_len sample."""
+    p, _ = plan(tmp_path / "a", "model=internvl3_5_8b")
+    row = p.memory_estimate
+    assert row.detail.endswith("activations for 32768 tokens and 96 tiles per packed row)")
+    q, _ = plan(tmp_path / "b", "model=internvl3_5_8b", "model.num_images_expected=24")
+    assert q.memory_estimate.per_device_gb < row.per_device_gb  # 72 fewer ViT tiles
+
+
 def test_loss_reduction_and_save_format_reach_our_trainer(tmp_path):
     p, _ = plan(tmp_path, "model=internvl3_8b", "model.loss_reduction=sample",
                 "model.save_format=hf")  # fmt: skip
