@@ -202,6 +202,9 @@ def describe(r: Resume) -> list[str]:
     ]
     if r.replanned:
         lines.append(f"[resume] changed: {', '.join(r.changed)} (the plan is re-made)")
+    if {"max_steps", "epochs"} & set(r.changed):
+        lines.append("[resume] note: the learning-rate schedule follows the new length from "
+                     "here on, so the steps after the resume differ from the first plan's")  # fmt: skip
     return lines
 
 
