@@ -1,7 +1,7 @@
 """python launch.py status|logs|cancel|report PATH...
 
 PATH is a run dir, a sweep dir, or a folder of runs (`status runs/`: a table, newest first).
-`status --watch [S]` refreshes every S seconds until the jobs ended; `logs RUN -f [--node R]`
+`status --watch [--interval S]` refreshes (every 5 s) until the jobs ended; `logs RUN -f [--node R]`
 follows node R's log until the job ends. Works without sacct: squeue for jobs still queued or
 running, the run dir's summary.json for jobs that ended.
 """
@@ -219,9 +219,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("-n", "--lines", type=int, default=20, help="logs: lines per node log")
     p.add_argument("-f", "--follow", action="store_true", help="logs: follow until the job ends")
     p.add_argument("--node", type=int, default=0, help="logs -f: which node's log (rank)")
-    p.add_argument(
-        "--watch", nargs="?", type=float, const=5.0, metavar="S", help="status: refresh every S s"
-    )
+    p.add_argument("--watch", action="store_true", help="status: refresh until the jobs end")
+    p.add_argument("--interval", type=float, default=5.0, help="status --watch: seconds")
     p.add_argument("--gpus", type=int, help="report on a bare log: number of devices")
     p.add_argument("--seq-len", type=int, help="report on a bare log: sequence length")
     p.add_argument("--global-batch-size", type=int, help="report on a bare log: global batch")
@@ -238,7 +237,8 @@ def main(argv: list[str]) -> int:
     if not runs:
         p.exit(1, f"{a.verb}: no run dirs (a folder with plan.json) in {' '.join(a.paths)}\n")
     if a.verb == "status":
-        return cmd_status([x for x in a.paths if x not in missing], runs, a.watch)
+        watch = a.interval if a.watch else None
+        return cmd_status([x for x in a.paths if x not in missing], runs, watch)
     if a.verb == "logs":
         return cmd_follow(runs, a.lines, a.node) if a.follow else cmd_logs(runs, a.lines)
     return cmd_cancel(runs)

@@ -208,7 +208,7 @@ def test_follow_prints_what_the_log_gets_until_the_job_ends(tmp_path: Path):
     assert out.getvalue() == "old 2\n" + "".join(f"new {i}\n" for i in range(5))
 
 
-@pytest.mark.parametrize("verb", [["logs", "-f", "--node", "3"], ["status", "--watch", "0.1"]])
+@pytest.mark.parametrize("verb", [["logs", "-f", "--node", "3"], ["status", "--watch", "--interval", "0.1"]])
 def test_follow_and_watch_on_a_run_that_never_ran(tmp_path: Path, verb: list[str]):
     run = planned(tmp_path)
     r = launch(verb[0], str(run.root), *verb[1:])
