@@ -208,7 +208,9 @@ def test_follow_prints_what_the_log_gets_until_the_job_ends(tmp_path: Path):
     assert out.getvalue() == "old 2\n" + "".join(f"new {i}\n" for i in range(5))
 
 
-@pytest.mark.parametrize("verb", [["logs", "-f", "--node", "3"], ["status", "--watch", "--interval", "0.1"]])
+@pytest.mark.parametrize(
+    "verb", [["logs", "-f", "--node", "3"], ["status", "--watch", "--interval", "0.1"]]
+)
 def test_follow_and_watch_on_a_run_that_never_ran(tmp_path: Path, verb: list[str]):
     run = planned(tmp_path)
     r = launch(verb[0], str(run.root), *verb[1:])
@@ -216,3 +218,14 @@ def test_follow_and_watch_on_a_run_that_never_ran(tmp_path: Path, verb: list[str
         assert r.returncode == 2 and "--node 3: the run has nodes 0..0" in r.stderr
     else:
         assert r.returncode == 0 and r.stdout.count("PLANNED") == 1, r.stdout
+
+
+def test_xtuner_metrics_of_a_resumed_run_hold_each_step_once():
+    """Each start of `xtuner train` writes its own vis_data; a resumed one from iter 5 on."""
+    from launcher.engines.xtuner.finalize import merged_records
+
+    first = [{"step": i, "loss": 1.0} for i in range(1, 8)]  # cancelled after iter 7
+    second = [{"step": i, "loss": 2.0} for i in range(5, 11)]  # resumed from iter_4.pth
+    rows = merged_records([first, [], second])
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    assert [r["loss"] for r in rows] == [1.0] * 4 + [2.0] * 6
