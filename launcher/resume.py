@@ -75,13 +75,16 @@ def prepare(run_dir: str, overrides: list[str]) -> Resume:
     st = state(run)
     job = json.loads(run.job_json.read_text()) if run.job_json.exists() else {}
     summary = run.summary() or {}
-    if st == "PLANNED":
+    if st == "PLANNED" and run.resumes():
+        st = "NOT-SUBMITTED"  # the last resume set the attempt aside, then could not submit
+    elif st == "PLANNED":
         problems.append(Problem("RUN_DIR", f"{run.root} was planned only (a dry run), never "
                                 "submitted: launch it instead of resuming it"))  # fmt: skip
-    elif st not in ENDED:
+    elif st not in ENDED and st != "NOT-SUBMITTED":
         ident = job.get("job_id") or job.get("pid")
-        problems.append(Problem("RUN_DIR", f"its job {ident} is still {st}: cancel it first "
-                                f"(python launch.py cancel {run.root})"))  # fmt: skip
+        todo = "wait until it has left the queue" if st == "COMPLETING" else "cancel it first"
+        problems.append(Problem("RUN_DIR", f"its job {ident} is still {st}: {todo} "
+                                f"(python launch.py cancel|status {run.root})"))  # fmt: skip
     from_step = last_step(run.output_dir, old_plan.engine)
 
     cfg = OmegaConf.load(run.config_yaml)
@@ -227,7 +230,12 @@ def main(argv: list[str]) -> int:
         print("[resume] dry run: nothing moved, written or submitted")
         return 0
     commit(r)
-    sub = dispatch(r.spec, r.plan)
+    try:
+        sub = dispatch(r.spec, r.plan)
+    except Exception as e:  # sbatch refused, submitit failed: the resume can be run again
+        print(f"[resume] could not submit: {e!r}; once fixed: python launch.py resume "
+              f"{r.run.root}", file=sys.stderr)  # fmt: skip
+        return 1
     ident = f"job {sub.job_id}" if sub.job_id else f"pid {sub.pid}"
     print(f"[resume] submitted {ident}; run dir {r.run.root}", flush=True)
     if r.spec.should_wait:

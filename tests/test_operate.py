@@ -137,6 +137,8 @@ def test_resume_sets_the_ended_attempt_aside_and_replans_allowed_changes(tmp_pat
     assert event["attempt"] == 2 and event["previous"]["state"] == "STOPPED"
     # the requeue budget starts again; the history still counts the one before
     assert run.requeues() == [] and run.requeues_total() == 1 and run.attempt() == 2
+    # set aside but never submitted (sbatch refused it): the resume can be run again
+    assert prepare(str(run.root), []).previous["state"] == "NOT-SUBMITTED"
 
 
 def write_metrics(run: RunDir, steps: int, step_time: float = 2.0) -> None:
