@@ -231,3 +231,37 @@ def test_xtuner_metrics_of_a_resumed_run_hold_each_step_once():
     rows = merged_records([first, [], second])
     assert [r["step"] for r in rows] == list(range(1, 11))
     assert [r["loss"] for r in rows] == [1.0] * 4 + [2.0] * 6
+
+
+@pytest.mark.slow
+def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, monkeypatch):
+    """MindSpeed through `resume` (the Ascend stand-ins of tests/fakes, cluster=local): a run
+    that died after iteration 4 (checkpoint at 3) continues from 3 with --load, every
+    iteration once in metrics.jsonl, as attempt 2."""
+    from test_mindspeed_slurm import FAKES, make_inputs
+
+    from launcher.checkpoints import last_step
+    from launcher.node import Rendezvous, free_port, run_node
+
+    hf, root, meta = make_inputs(tmp_path)
+    run = planned(tmp_path, "model=internvl2_8b", "model.engine=mindspeed", f"model.path={hf}",
+                  f"model.mindspeed_root={root}", "hw=ascend910b", "hw.devices_per_node=2",
+                  "hw.gres=null", "hw.env.ASCEND_RT_VISIBLE_DEVICES='0,1'", "cluster=local",
+                  "cluster.setup=[]", "parallelism=megatron", "parallelism.pp=2",
+                  "per_device_batch_size=1", "gradient_accumulation_steps=2", "data=meta_file",
+                  f"data.meta_file={meta}", "validate_data=false", "max_steps=6", "save_steps=3",
+                  f"cache_dir={tmp_path / 'cache'}")  # fmt: skip
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_PRETRAIN_DIE_AFTER", "4")
+    assert run_node(str(run.root), Rendezvous(0, 1, "127.0.0.1", free_port())) == 1
+    ended(run, status="")  # the local job that ran it has gone; summary.json says failed
+    assert last_step(run.output_dir, "mindspeed") == 3
+    monkeypatch.delenv("FAKE_PRETRAIN_DIE_AFTER")
+    r = launch("resume", str(run.root), "dry_run=false", "wait=true")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "attempt 2 continues from step 3" in r.stdout and "--load" in r.stdout, r.stdout
+    assert "loading checkpoint at iteration 3" in run.node_log(0).read_text()
+    assert [m["step"] for m in run.metrics()] == [1, 2, 3, 4, 5, 6]
+    summary = run.summary()
+    assert summary["status"] == "completed" and summary["attempt"] == 2, summary
+    assert json.loads((run.attempt_dir(1) / "summary.json").read_text())["status"] == "failed"
