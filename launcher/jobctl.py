@@ -120,8 +120,8 @@ def cmd_status(paths: list[str], runs: list[RunDir], watch: float | None) -> int
 
     def render() -> tuple[str, bool]:
         text, ended = status_text(single) if single else ("", True)
-        for folder in tables:
-            found = RunDir.under(folder)
+        found = [r for folder in tables for r in RunDir.under(folder)]
+        if found:
             text += ("\n" if text else "") + runs_table(found, state)
             ended = ended and all(state(r) not in LIVE for r in found)
         return text, ended

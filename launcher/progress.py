@@ -118,16 +118,16 @@ TABLE_HEAD = ("run", "state", "steps", "loss", "TGS", "started", "duration")
 
 
 def runs_table(runs: list[RunDir], state: Callable[[RunDir], str], now: float | None = None) -> str:
-    """One row per run, newest first: name, state, steps, loss, TGS, started, duration."""
+    """One row per run, newest first: name, state, steps, loss, TGS, started (its first
+    attempt's submission), duration (from then until it ended, or now)."""
     now = time.time() if now is None else now
     rows = []
     for run in runs:
         job, summary = _job(run), run.summary() or {}
         p = live(run, now)
-        started = job.get("submitted")
-        dur = summary.get("duration_s") if summary else None
-        if dur is None and started:
-            dur = summary.get("ended", now) - started
+        first = run.attempt_dir(1) / "job.json"  # a resumed run started with attempt 1
+        started = (json.loads(first.read_text()) if first.exists() else job).get("submitted")
+        dur = summary.get("ended", now) - started if started else None
         steps = "-" if p["step"] is None else str(p["step"])
         steps += f"/{p['total']}" if p["total"] else ""
         tgs = summary.get("tgs", p["tgs"])
