@@ -265,3 +265,42 @@ def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, 
     summary = run.summary()
     assert summary["status"] == "completed" and summary["attempt"] == 2, summary
     assert json.loads((run.attempt_dir(1) / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("engine", "settings", "argument"),
+    [
+        ("internvl_official",
+         ("model=internvl2_1b", "model.engine=internvl_official", "data=ui_dataset", "hw=h100",
+          "cluster=slurm"),
+         "resume_from_checkpoint"),
+        ("xtuner", ("model=tiny_llava", "cluster=local", "hw=cpu"), "load_from"),
+    ],
+)  # fmt: skip
+def test_resume_names_each_engines_checkpoint_and_argument(
+    tmp_path: Path, engine: str, settings: tuple[str, ...], argument: str
+):
+    """The official script and XTuner resume from the checkpoint `resume` names, through the
+    argument the node's resume_argv gives them (test_reliability: what that renders)."""
+    from launcher.engines import get_engine
+    from launcher.resume import commit, describe, prepare
+
+    extra = (f"model.internvl_root={tmp_path}",) if engine == "internvl_official" else ()
+    run = planned(tmp_path, *settings, *extra)
+    ended(run)
+    if engine == "xtuner":
+        (run.output_dir / "iter_8.pth").mkdir(parents=True)
+        (run.output_dir / "iter_8.pth" / "model.pt").write_bytes(b"1")
+        newest, argv = run.output_dir / "iter_8.pth", ["xtuner", "train", str(run.xtuner_config)]
+    else:
+        newest = run.output_dir / "checkpoint-8"
+        (newest / "global_step8").mkdir(parents=True)
+        (newest / "trainer_state.json").write_text("{}")
+        argv = ["torchrun", "x.py", str(run.train_args_json)]
+    r = prepare(str(run.root), ["save_total_limit=3"])
+    assert r.from_step == 8 and argument in "\n".join(describe(r))
+    commit(r)
+    new, note = get_engine(engine).resume_argv(run, argv)
+    assert new != argv and str(newest) in note
+    resumed = run.xtuner_resume_config if engine == "xtuner" else run.train_args_resume_json
+    assert str(newest) in resumed.read_text()
