@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -212,15 +213,30 @@ def describe(r: Resume) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from launcher.dispatch import dispatch, wait
-
     p = argparse.ArgumentParser(prog="python launch.py resume", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("run_dir", help="the run dir to continue")
     p.add_argument("overrides", nargs="*", help="key=value settings that keep the checkpoint valid")
     a = p.parse_args(argv)
+    # one resume of a run at a time: a lock on the run dir itself (nothing written for it)
+    fd = os.open(a.run_dir if os.path.isdir(a.run_dir) else os.devnull, os.O_RDONLY)
     try:
-        r = prepare(a.run_dir, a.overrides)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another resume of {a.run_dir} is under way", file=sys.stderr)
+        return 2
+    try:
+        return _resume(a.run_dir, a.overrides)
+    finally:
+        os.close(fd)
+
+
+def _resume(run_dir: str, overrides: list[str]) -> int:
+    """Check, set the ended attempt aside, dispatch (under the run's resume lock)."""
+    from launcher.dispatch import dispatch, wait
+
+    try:
+        r = prepare(run_dir, overrides)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

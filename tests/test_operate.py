@@ -107,6 +107,15 @@ def test_resume_refuses_runs_that_are_planned_running_or_done(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     r = launch("resume", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "not a run dir" in r.stderr
+    import fcntl
+
+    fd = os.open(done.root, os.O_RDONLY)  # another resume of the run holds its lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = launch("resume", str(done.root), "max_steps=30", "dry_run=true")
+        assert r.returncode == 2 and "another resume" in r.stderr, r.stderr
+    finally:
+        os.close(fd)
 
 
 def test_resume_sets_the_ended_attempt_aside_and_replans_allowed_changes(tmp_path: Path):
