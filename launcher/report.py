@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.collect import LogError, load
-from launcher.collect.metrics import Metrics, compute
+from launcher.collect.metrics import TGS_DEFINITION, Metrics, compute
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
 from launcher.plan import Plan
 from launcher.rundir import RunDir
@@ -154,8 +154,8 @@ def _shape(r: Row) -> str:
 
 COLUMNS = (
     "run", "nodes x gpus", "per-device batch", "accum", "global batch", "zero", "steps",
-    "final loss", "TGS", "tokens/s/device", "SPS", "TPS/device", "MFU", "step p50/p95 (s)",
-    "peak mem (GB)", "verdict",
+    "final loss", "TGS (samples/s x seq_len / devices)", "real tokens/s/device", "SPS",
+    "TPS/device", "MFU", "step p50/p95 (s)", "peak mem (GB)", "verdict",
 )  # fmt: skip
 
 
@@ -192,7 +192,9 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
         m = r.metrics
         bits = [f"log: {r.kind}"]
         if m:
-            bits.append(f"TGS: {m.tgs_source}" if m.tgs is not None else f"no TGS: {m.tgs_reason}")
+            tgs = f"TGS ({TGS_DEFINITION}): {m.tgs_source}"
+            bits.append(tgs if m.tgs is not None else f"no TGS: {m.tgs_reason}")
+            bits += [f"real tokens/s/device: {m.tokens_source}"] if m.tokens_source else []
             if m.sps is not None:
                 bits.append(f"SPS/TPS (seed 004's definition) over {m.sps_window}")
             if m.mfu_basis:
@@ -217,7 +219,8 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
 CSV_FIELDS = (
     "run", "log", "nodes", "gpus_per_node", "world_size", "per_device_batch", "accum",
     "global_batch", "zero_stage", "hw", "steps", "final_loss", "tgs", "tgs_steps",
-    "tokens_per_sec_per_device", "image_tokens_per_sec_per_device",
+    "tgs_definition", "tokens_per_sec_per_device", "tokens_per_sec_per_device_source",
+    "image_tokens_per_sec_per_device",
     "text_tokens_per_sec_per_device", "sps", "sps_window", "tps_per_device", "step_time_p50",
     "step_time_p95", "peak_mem_gb", "tflops_per_device", "mfu", "xtuner_tflops",
     "data_time_share", "verdict",
@@ -250,6 +253,8 @@ def render_csv(rows: Sequence[Row]) -> str:
             "zero_stage": r.zero_stage,
             "hw": r.hw,
             "verdict": r.verdict.label,
+            "tgs_definition": TGS_DEFINITION if m and m.tgs is not None else None,
+            "tokens_per_sec_per_device_source": m and m.tokens_source,
         }
         w.writerow([_csv_value(own[k] if k in own else getattr(m, k, None)) for k in CSV_FIELDS])
     return buf.getvalue()
@@ -278,7 +283,7 @@ def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
         plt.close(fig)
         written.append("loss.png")
     for name, get, unit in (
-        ("tgs", lambda m: m.tgs, "TGS (tokens/s/device)"),
+        ("tgs", lambda m: m.tgs, "TGS (samples/s x seq_len / devices)"),
         ("mfu", lambda m: m.mfu * 100 if m.mfu is not None else None, "MFU (%)"),
     ):
         bars = [
@@ -311,7 +316,9 @@ def update_summary(row: Row) -> bool:
             final_loss=m.final_loss,
             tgs=m.tgs,
             tgs_reason=m.tgs_reason,
+            tgs_definition=TGS_DEFINITION if m.tgs is not None else None,
             tokens_per_sec_per_device=m.tokens_per_sec_per_device,
+            tokens_per_sec_per_device_source=m.tokens_source,
             sps=m.sps,
             sps_window=m.sps_window,
             tps_per_device=m.tps_per_device,

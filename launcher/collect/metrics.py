@@ -30,6 +30,10 @@ from typing import Any
 
 from launcher.flops import ALL_TRAINABLE, ModelDims, Trainable, llm_flops_per_token, sample_flops
 
+# The two throughput figures, labelled wherever they are written (summary, report, CSV).
+TGS_DEFINITION = "seed 000 formula: samples/s x seq_len / devices (padding counted)"
+REAL_TOKENS = "real non-padding tokens (image + text) / step time / devices"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Metrics:
@@ -55,6 +59,8 @@ class Metrics:
     sps: float | None = None
     sps_window: str | None = None
     tps_per_device: float | None = None
+    tokens_source: str | None = None
+    """What tokens_per_sec_per_device counts (REAL_TOKENS, or the fallback used)."""
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -181,14 +187,17 @@ def compute(
         return sum(r[key] * w for r, w in rows) / time / gpus
 
     tok = per_device("tokens")
+    tok_source = REAL_TOKENS if tok is not None else None
     if tok is None and gpus:
         job = [(r["tokens_per_sec"], w) for r, w in window if "tokens_per_sec" in r]
         tok = _weighted_mean(job) / gpus if job else None
+        tok_source = "the trainer's non-padding tokens/s / devices" if job else None
     xt_tok = [
         (r["tokens_per_sec_per_device"], w) for r, w in window if "tokens_per_sec_per_device" in r
     ]
     if tok is None and xt_tok:
         tok = _weighted_mean(xt_tok)
+        tok_source = "XTuner's tokens/s/device (padded text tokens, images not counted)"
         notes.append(
             "tokens/s per device is XTuner's (padded text tokens, image tokens not counted)"
         )
@@ -257,6 +266,7 @@ def compute(
         tgs_source=tgs_source,
         tgs_reason=tgs_reason,
         tokens_per_sec_per_device=tok,
+        tokens_source=tok_source,
         image_tokens_per_sec_per_device=img,
         text_tokens_per_sec_per_device=txt,
         step_time_p50=p50,
