@@ -70,6 +70,10 @@ class RunDir:
         """engine=mindspeed: data.json, model.json and convert.sh."""
         return self.root / "mindspeed"
 
+    def mindspeed_mm_dir(self, split_tag: str) -> Path:
+        """engine=mindspeed: weights converted with that split (default model.mindspeed_mm_dir)."""
+        return self.mindspeed_dir / f"mm-{split_tag}"
+
     @property
     def xtuner_base_dir(self) -> Path:
         """engine=xtuner: the base configs the rendered config inherits, copied as they were."""
