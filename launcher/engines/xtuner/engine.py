@@ -63,6 +63,10 @@ class XTunerEngine:
             out.append(Problem("model.path", "InternVL recipes need the checkpoint folder"))
         if not (d.json_path or d.generate):
             out.append(Problem("data.json_path", "XTuner recipes need the JSON annotation file"))
+        if m.freeze_mlp:
+            out.append(
+                Problem("model.freeze_mlp", "XTuner always trains the projector; set it to false")
+            )
         if spec.parallelism.zero_stage == 0:
             out.append(Problem("parallelism", "xtuner train --deepspeed needs ZeRO stage 1-3"))
         if spec.max_steps is None and not float(spec.epochs).is_integer():
