@@ -10,6 +10,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import compose as composing
+from launcher import snapshot
 from launcher.check import Checked, check
 from launcher.dispatch import dispatch, wait
 from launcher.jobscript import REPO, sbatch_flags
@@ -37,10 +38,14 @@ def to_checked_spec(
     return spec, checked
 
 
-def plan_checked(cfg: DictConfig, spec: JobSpec, checked: Checked) -> Plan:
-    """The plan stage, with the resolved config and where it came from."""
+def plan_checked(
+    cfg: DictConfig, spec: JobSpec, checked: Checked, code: snapshot.Snapshot | None = None
+) -> Plan:
+    """The plan stage, with the resolved config and where it came from (`code`: the snapshot
+    the nodes will run, taken now if not given)."""
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(composing.to_container(cfg)))
-    return make_plan(spec, checked, config_yaml, provenance(config_yaml))
+    code = code or snapshot.take(REPO)
+    return make_plan(spec, checked, config_yaml, {**provenance(config_yaml), **code.provenance()})
 
 
 def plan_from_config(
@@ -71,7 +76,8 @@ def run(
 ) -> int:
     """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status."""
     spec, checked = to_checked_spec(cfg, problems, memory_is_fatal=sweep_point)  # spec, check
-    plan = plan_checked(cfg, spec, checked)  # plan
+    code = snapshot.take(REPO)  # what the nodes will run, whatever the checkout becomes
+    plan = plan_checked(cfg, spec, checked, code)  # plan
     print(
         f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
     )
@@ -82,7 +88,7 @@ def run(
     for w in plan.warnings:
         print(f"[launch] warning: {w}")
     run_dir = RunDir(plan.run_dir)
-    run_dir.materialize(plan.files)  # write
+    run_dir.materialize(plan.files, code.files)  # write
     if spec.dry_run:
         print(f"[launch] dry run: plan written to {run_dir.root} (nothing submitted)")
         return 0

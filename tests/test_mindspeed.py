@@ -104,7 +104,14 @@ def test_rendered_files_match_expected(case: str, tmp_path: Path):
     plan, _ = plan_for(tmp_path, *COMMON, *CASES[case])
     files = dict(plan.files)
     record = json.loads(files["plan.json"])
-    assert set(record.pop("provenance")) == {"config_sha256", "git_revision", "git_dirty"}
+    assert set(record.pop("provenance")) == {
+        "config_sha256",
+        "git_revision",
+        "git_dirty",
+        "code_sha256",
+        "code_git_commit",
+        "code_git_diff_sha256",
+    }
     files["plan.json"] = json.dumps(record, indent=2) + "\n"
     got = {n: normalise(t, tmp_path) for n, t in files.items() if n != "config.yaml"}
     want_dir = EXPECTED / case

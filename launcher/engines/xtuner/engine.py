@@ -87,7 +87,7 @@ class XTunerEngine:
         return files
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
-        maker = str(CFG_DIR / "make_tiny_llava.py")
+        maker = str(run.code_dir / CFG_DIR.name / "make_tiny_llava.py")
         xpy = str(self.env_dir(spec) / "bin" / "python")
         steps = []
         if spec.model.make_tiny:
