@@ -38,7 +38,7 @@ CASES = {
         "per_device_batch_size=4",
         "gradient_accumulation_steps=16",
     ],
-    "internvl2_8b_pp4": [  # split computed
+    "internvl2_8b_pp4": [  # split: MindSpeed-MM's recipe
         "model=internvl2_8b",
         "parallelism.pp=4",
         "per_device_batch_size=1",
