@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher.collect import LogError, load
-from launcher.collect.metrics import TGS_DEFINITION, Metrics, compute
+from launcher.collect.metrics import Metrics, compute
+from launcher.compare import label_rows, markdown, run_settings
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
 from launcher.plan import Plan
 from launcher.rundir import RunDir
@@ -43,12 +44,12 @@ class Row:
     verdict: Verdict = field(default_factory=lambda: Verdict(None, "no log"))
     records: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # launcher.compare
+    label: str = ""  # the settings that differ from the other runs reported with it
 
     @property
     def config_label(self) -> str:
-        if self.per_device_batch is None:
-            return self.name
-        return f"{self.name}: b{self.per_device_batch} x a{self.accum} z{self.zero_stage}"
+        return f"{self.name}: {self.label}" if self.label else self.name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +102,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         row.global_batch = ov.global_batch_size or d.global_batch_size
         row.zero_stage, row.hw = plan.zero_stage, plan.hw
         seq_len = ov.seq_len or plan.seq_len
+        row.settings = run_settings(cfg, row)
         ended = run.summary() or {}
         if str(ended.get("action", "")).startswith("point infeasible"):
             # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
@@ -159,7 +161,7 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
+def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[str] = ()) -> str:
     """The report table, notes per run, and links to the plots (paths relative to report.md)."""
     out = io.StringIO()
     out.write("# Training report\n\n")
@@ -187,14 +189,12 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
             r.verdict.label,
         ]
         out.write("| " + " | ".join(cells) + " |\n")
-    out.write("\n## Notes\n\n")
+    out.write(markdown(rows, differ) + "\n## Notes\n\n")
     for r in rows:
         m = r.metrics
         bits = [f"log: {r.kind}"]
         if m:
-            tgs = f"TGS ({TGS_DEFINITION}): {m.tgs_source}"
-            bits.append(tgs if m.tgs is not None else f"no TGS: {m.tgs_reason}")
-            bits += [f"real tokens/s/device: {m.tokens_source}"] if m.tokens_source else []
+            bits += m.throughput_notes
             if m.sps is not None:
                 bits.append(f"SPS/TPS (seed 004's definition) over {m.sps_window}")
             if m.mfu_basis:
@@ -253,8 +253,6 @@ def render_csv(rows: Sequence[Row]) -> str:
             "zero_stage": r.zero_stage,
             "hw": r.hw,
             "verdict": r.verdict.label,
-            "tgs_definition": TGS_DEFINITION if m and m.tgs is not None else None,
-            "tokens_per_sec_per_device_source": m and m.tokens_source,
         }
         w.writerow([_csv_value(own[k] if k in own else getattr(m, k, None)) for k in CSV_FIELDS])
     return buf.getvalue()
@@ -316,9 +314,8 @@ def update_summary(row: Row) -> bool:
             final_loss=m.final_loss,
             tgs=m.tgs,
             tgs_reason=m.tgs_reason,
-            tgs_definition=TGS_DEFINITION if m.tgs is not None else None,
             tokens_per_sec_per_device=m.tokens_per_sec_per_device,
-            tokens_per_sec_per_device_source=m.tokens_source,
+            **m.throughput_labels,
             sps=m.sps,
             sps_window=m.sps_window,
             tps_per_device=m.tps_per_device,
@@ -366,8 +363,9 @@ def report(
     for (kind, _), row in zip(found, rows, strict=True):
         if kind == "run" and not update_summary(row):
             row.notes.append("summary.json not updated (the run has not ended)")
+    differ = label_rows(rows)
     written = plot(rows, out) if plots else []
-    (out / "report.md").write_text(render_markdown(rows, written))
+    (out / "report.md").write_text(render_markdown(rows, written, differ))
     (out / "metrics.csv").write_text(render_csv(rows))
     return out / "report.md", rows
 

@@ -59,8 +59,28 @@ class Metrics:
     sps: float | None = None
     sps_window: str | None = None
     tps_per_device: float | None = None
-    tokens_source: str | None = None
+    tokens_per_sec_per_device_source: str | None = None
     """What tokens_per_sec_per_device counts (REAL_TOKENS, or the fallback used)."""
+
+    @property
+    def tgs_definition(self) -> str | None:
+        return TGS_DEFINITION if self.tgs is not None else None
+
+    @property
+    def throughput_notes(self) -> list[str]:
+        """report.md's notes: how TGS was measured (or why not), what real tokens/s counts."""
+        tgs = f"TGS ({TGS_DEFINITION}): {self.tgs_source}"
+        out = [tgs if self.tgs is not None else f"no TGS: {self.tgs_reason}"]
+        real = self.tokens_per_sec_per_device_source
+        return out + ([f"real tokens/s/device: {real}"] if real else [])
+
+    @property
+    def throughput_labels(self) -> dict[str, str | None]:
+        """What each throughput figure counts, written beside them (summary, CSV, report)."""
+        return {
+            "tgs_definition": self.tgs_definition,
+            "tokens_per_sec_per_device_source": self.tokens_per_sec_per_device_source,
+        }
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -266,7 +286,7 @@ def compute(
         tgs_source=tgs_source,
         tgs_reason=tgs_reason,
         tokens_per_sec_per_device=tok,
-        tokens_source=tok_source,
+        tokens_per_sec_per_device_source=tok_source,
         image_tokens_per_sec_per_device=img,
         text_tokens_per_sec_per_device=txt,
         step_time_p50=p50,
