@@ -16,7 +16,9 @@ VERBS = ("status", "logs", "cancel", "report")
 
 
 def main() -> int:
-    argv = sys.argv[1:]
+    from launcher.nodecheck import alias
+
+    argv = sys.argv[1:] = [alias(a) for a in sys.argv[1:]]  # preflight=true|false
     if argv and argv[0] in VERBS:
         from launcher.jobctl import main as jobctl_main
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from launcher.dispatch import _pid_alive, squeue_state
+from launcher.nodecheck import status_bits
 from launcher.rundir import RunDir
 
 
@@ -84,6 +85,7 @@ def cmd_status(runs: list[RunDir]) -> int:
             extra += f" steps={summary.get('steps')} final_loss={loss:.4f}"
         if p["failure_class"]:
             extra += f" failure={p['failure_class']}"
+        extra += status_bits(run)  # the pre-flight's verdict, stragglers
         print(f"{state(run):<22} {ident!s:<10} {run.root}{extra}")
     return 0
 

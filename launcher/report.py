@@ -21,6 +21,7 @@ from typing import Any
 from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
+from launcher.nodecheck import report_section
 from launcher.plan import Plan
 from launcher.rundir import RunDir
 from launcher.verdict import Verdict, verdict
@@ -360,7 +361,8 @@ def report(
         if kind == "run" and not update_summary(row):
             row.notes.append("summary.json not updated (the run has not ended)")
     written = plot(rows, out) if plots else []
-    (out / "report.md").write_text(render_markdown(rows, written))
+    nodes = report_section([p for (kind, p) in found if kind == "run"])  # the "Nodes" section
+    (out / "report.md").write_text(render_markdown(rows, written) + nodes)
     (out / "metrics.csv").write_text(render_csv(rows))
     return out / "report.md", rows
 

@@ -287,6 +287,8 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         return 0  # submitit's signal handler already requeued this attempt
     summary = run.summary()
     this_attempt = summary is not None and summary.get("restart", 0) == restarts
+    if this_attempt and summary.get("failure_class") == "preflight":
+        return srun_status or 1  # node 0 stopped the run before training: its verdict stands
     if this_attempt and summary["status"] in ("completed", "stopped", "cancelled"):
         return 0 if summary["status"] == "completed" else srun_status or 1
     rv = _batch_rendezvous(plan)
