@@ -152,11 +152,10 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
         line = new_attempt(run, rv.hostnames)
         if line:
             tee.write(line)
-    ok, reason = _prepare(run, plan, rv, tee)
-    env = _child_env(plan.node_launch[rv.node_rank].env, rv)
-    gated = gate(run, plan, rv, tee, env) if ok else None
+    gated = gate(run, plan, rv, tee, _child_env(plan.node_launch[rv.node_rank].env, rv))
     if gated is not None:
         return gated  # the pre-flight stopped the run or requeued it without a bad node
+    ok, reason = _prepare(run, plan, rv, tee)
     rc = None
     outcome = None
     if ok:
