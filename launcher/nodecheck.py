@@ -55,6 +55,15 @@ def settings(spec: JobSpec) -> dict[str, Any] | None:
     }
 
 
+def notes(spec: JobSpec) -> list[str]:
+    """The plan summary's line about the node pre-flight, when the run has one."""
+    found = settings(spec)
+    if found is None:
+        return []
+    return [f"node pre-flight: every node measured before training, bad nodes: "
+            f"on_fail={found['on_fail']} (preflight=false skips it)"]  # fmt: skip
+
+
 def plan_record(spec: JobSpec, derived: Derived, run: RunDir, python: str) -> dict | None:
     """plan.json's "preflight": thresholds, what `hw` promises, and each node's argv."""
     found = settings(spec)

@@ -317,7 +317,7 @@ def make_plan(
         ),
         provenance=provenance or None,
         files=files,
-        notes=checked.notes,
+        notes=(*checked.notes, *nodecheck.notes(spec)),
     )
     files[run.plan_json.name] = plan.to_json()
     return plan
