@@ -219,8 +219,7 @@ def _straggler_text(s: dict) -> str:
 
 
 def status_bits(run: RunDir) -> str:
-    """What `status` adds for a run: the pre-flight's verdict and the stragglers so far on its
-    line, then the pre-flight's table, indented."""
+    """What `status` adds to a run's line: the pre-flight's verdict and the stragglers so far."""
     out = ""
     found = read(run)
     if found is not None:
@@ -228,9 +227,13 @@ def status_bits(run: RunDir) -> str:
         out += " preflight=" + (",".join(b["node"] for b in bad) + "-bad" if bad else "ok")
     for s in run_stragglers(run):
         out += f" straggler={s['node']}({s['ratio']:.2f}x,-{s['tgs_cost'] * 100:.0f}%TGS)"
-    if found is not None:  # the pre-flight's table under the run's line
-        out += "".join(f"\n    {line}" for line in table(found))
     return out
+
+
+def preflight_table(run: RunDir, state: str) -> list[str]:
+    """`status`'s lines under a run's line: the pre-flight's table, once measured."""
+    found = read(run)
+    return table(found) if found is not None else []
 
 
 def report_section(paths: list[Path]) -> str:

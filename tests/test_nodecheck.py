@@ -126,9 +126,9 @@ def test_status_summary_and_report_show_the_verdict_and_stragglers(tmp_path: Pat
         run.node_steps(r).write_text("\n".join(lines) + "\n")
     run.metrics_jsonl.write_text("".join(json.dumps({"step": s, "step_time": 1.0}) + "\n"
                                          for s in range(1, 6)))  # fmt: skip
-    line, *rows = nodecheck.status_bits(run).split("\n")
-    assert line == " preflight=node2-bad straggler=node2(2.00x,-30%TGS)"
-    assert rows[2] == "    node2                0.00321           0.1412       -  2.13.0+cpu"
+    assert nodecheck.status_bits(run) == " preflight=node2-bad straggler=node2(2.00x,-30%TGS)"
+    rows = nodecheck.preflight_table(run, "FAILED")
+    assert rows[2] == "node2                0.00321           0.1412       -  2.13.0+cpu"
     fields = nodecheck.summary_fields(run)
     assert fields["preflight"]["bad"][0]["node"] == "node2"
     assert fields["stragglers"][0]["tgs_cost"] == pytest.approx(0.3)
