@@ -189,14 +189,14 @@ def test_preflight_names_the_slow_node_and_stops_or_requeues_without_it(
 def test_a_node_that_turns_slow_mid_run_is_named_a_straggler(
     slurm_cluster, tmp_path: Path, cache: Path
 ):
-    """node2 is slowed once step 4 is logged: the run completes, and summary.json, `status`
+    """node2 is slowed once step 3 of 14 is logged: the run completes, and summary.json, `status`
     and report.md name node2 as a straggler with its compute ratio and the TGS it costs."""
     env = slurm_cluster.env
     run_dir = tmp_path / "straggler"
-    job_id = submit(run_dir, cache, "max_steps=20", env=env)
+    job_id = submit(run_dir, cache, "max_steps=14", env=env)
     run = RunDir(run_dir)
     try:
-        wait_for("step 4", lambda: len(run.metrics()) >= 4, run_dir, 240, poll_s=0.2)
+        wait_for("step 3", lambda: len(run.metrics()) >= 3, run_dir, 240, poll_s=0.2)
         with Slowdown(slurm_cluster.conf, "node2", job_id) as slow:
             wait_until_gone(job_id, env, timeout_s=240)
         assert slow.pinned
