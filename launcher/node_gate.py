@@ -104,25 +104,38 @@ def _requeue(run: RunDir, rv: Rendezvous, bad: list[dict], what: str) -> int:
                           for e in run.requeues()))  # fmt: skip
         return EX_TEMPFAIL  # Slurm ends this attempt's steps as it requeues the job
     names = [b["node"] for b in bad]
-    current = re.search(r"\bExcNodeList=(\S+)", scontrol("show", "job", str(rv.job_id)))
-    keep = [] if current is None or current.group(1) == "(null)" else [current.group(1)]
-    exclude = ",".join([*keep, *names])
+    exclude = with_excluded(str(rv.job_id), names)
     event = {"restart": restart_count(), "kind": "preflight", "at": time.time(),
              "reason": f"preflight: {what}", "excluded": ",".join(names),
              "exclude": exclude, "action": "requeued"}  # fmt: skip
     run.add_requeue(event)
     print(f"[launcher] preflight: requeueing job {rv.job_id} with --exclude={exclude}", flush=True)
-    # A running job's ExcNodeList cannot change: hold the requeued job, exclude, release. Slurm
-    # ends this attempt's steps meanwhile (SIGTERM first): finish the three calls before that.
+    requeue_excluding(str(rv.job_id), exclude)
+    return EX_TEMPFAIL
+
+
+def with_excluded(job_id: str, names: list[str]) -> str:
+    """The job's ExcNodeList (cluster.exclude, earlier exclusions) plus `names`."""
+    current = re.search(r"\bExcNodeList=(\S+)", scontrol("show", "job", job_id))
+    keep = [] if current is None or current.group(1) == "(null)" else [current.group(1)]
+    return ",".join([*keep, *names])
+
+
+def requeue_excluding(job_id: str, exclude: str) -> str | None:
+    """Requeue a running job with ExcNodeList=`exclude`, from inside it; the error, if any.
+
+    A running job's ExcNodeList cannot change ("Job is no longer pending execution"): hold
+    the requeued job, exclude, release. Slurm ends the caller's step meanwhile (SIGTERM, then
+    SIGKILL after KillWait): the three calls are done before that."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    job = str(rv.job_id)
-    for argv in (["requeuehold", job], ["update", f"JobId={job}", f"ExcNodeList={exclude}"],
-                 ["release", job]):  # fmt: skip
+    errors = []
+    for argv in (["requeuehold", job_id], ["update", f"JobId={job_id}", f"ExcNodeList={exclude}"],
+                 ["release", job_id]):  # fmt: skip
         out = subprocess.run(["scontrol", *argv], capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"[launcher] scontrol {' '.join(argv)}: {(out.stderr or out.stdout).strip()}",
-                  flush=True)  # fmt: skip
-    return EX_TEMPFAIL
+            errors.append(f"scontrol {' '.join(argv)}: {(out.stderr or out.stdout).strip()}")
+            print(f"[launcher] {errors[-1]}", flush=True)
+    return "; ".join(errors) or None
 
 
 def _wait(done) -> None:

@@ -219,3 +219,35 @@ def test_a_node_that_turns_slow_mid_run_is_named_a_straggler(
     assert out.returncode == 0, out.stderr
     md = (run_dir / "report.md").read_text()
     assert "\n## Nodes\n" in md and "- straggler: node2 " in md, md
+
+
+@pytest.mark.slurm
+def test_a_running_job_requeues_itself_without_a_node(slurm_cluster, tmp_path: Path):
+    """node_gate.requeue_excluding from inside a running job (what preflight.on_fail=exclude
+    and cluster.exclude_failed_nodes do): Slurm refuses ExcNodeList on a running job, so the
+    job is held, excluded and released; it is pending again with ExcNodeList=node2."""
+    env = slurm_cluster.env
+    call = "import os; from launcher.node_gate import requeue_excluding as r; "
+    call += "print('error:', r(os.environ['SLURM_JOB_ID'], 'node2'))"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f'if [ "${{SLURM_RESTART_COUNT:-0}}" = 0 ]; then cd {REPO} && {sys.executable} -c "{call}"; fi\n'
+        "sleep 1\n"
+    )
+    out = tmp_path / "job.out"
+    job_id = slurm_cluster.run(["sbatch", "--parsable", "-N1", "-w", "node1", "-o", str(out),
+                                str(script)]).stdout.strip()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = slurm_cluster.run(["scontrol", "show", "job", job_id]).stdout
+            if "Restarts=1" in job and "JobState=PENDING" in job:
+                break
+            time.sleep(0.5)
+        print("\n" + " ".join(w for w in job.split() if w.startswith(("JobState=", "ExcNodeList=", "Restarts="))))  # fmt: skip
+        assert "Restarts=1" in job and "JobState=PENDING" in job, job + out.read_text()
+        assert "ExcNodeList=node2" in job
+        assert "error: None" in out.read_text()
+    finally:
+        subprocess.run(["scancel", job_id], env=env, capture_output=True)
