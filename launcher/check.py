@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import site, tracking
+from launcher import generations, site, tracking
 from launcher.derive import Derived, derive
 from launcher.engines import get_engine
 from launcher.preflight import DataPreflight, data_preflight, memory_estimate, memory_problem
@@ -97,7 +97,7 @@ def _rules(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
     problems += batch_problems
     problems += _check_hw(spec)
     problems += _check_parallelism(spec)
-    problems += _check_model(spec)
+    problems += _check_model(spec) + generations.check(spec)
     problems += _check_benchmark(spec, batch)
     missing = _missing_paths(spec)
     if spec.dry_run:
