@@ -116,7 +116,11 @@ def _requeue(run: RunDir, rv: Rendezvous, bad: list[dict], what: str) -> int:
 
 def with_excluded(job_id: str, names: list[str]) -> str:
     """The job's ExcNodeList (cluster.exclude, earlier exclusions) plus `names`."""
-    current = re.search(r"\bExcNodeList=(\S+)", scontrol("show", "job", job_id))
+    try:
+        shown = scontrol("show", "job", job_id)
+    except (OSError, subprocess.CalledProcessError):
+        shown = ""  # the update below says what is wrong with the job
+    current = re.search(r"\bExcNodeList=(\S+)", shown)
     keep = [] if current is None or current.group(1) == "(null)" else [current.group(1)]
     return ",".join([*keep, *names])
 
