@@ -136,8 +136,8 @@ class ModelSpec:
     """None: the template's default at internvl_revision (internvl_chat/prompts.py)."""
     mindspeed_root: str | None = None
     """The MindSpeed-MM checkout on the nodes (engine=mindspeed): pretrain_internvl.py lives there."""
-    mindspeed_ckpt: str | None = None
-    """Weights converted by mm-convert hf_to_mm; null: `<model.path>-mm-<split>` (split in the name)."""
+    mindspeed_mm_dir: str | None = None
+    """Where mm-convert hf_to_mm writes the converted weights; null: RUN_DIR/mindspeed/mm-<split>."""
     mindspeed: MindSpeedModel = field(default_factory=MindSpeedModel)
     dims: Dims = field(default_factory=Dims)
 

@@ -310,7 +310,7 @@ class InternVLEngine:
                 {"LAUNCHER": "pytorch", "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
             )
         else:
-            env["PYTHONPATH"] = str(REPO)
+            env["PYTHONPATH"] = str(run.code_dir)  # the snapshot (launcher.snapshot)
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     # on the node ---------------------------------------------------------------------
