@@ -279,7 +279,13 @@ def test_model_revision_picks_the_system_message(tmp_path: Path, model: str, rev
     assert args["internvl_revision"] == revision
     assert args["system_message"] == SYSTEM_MESSAGES[revision][spec.model.template]
     plan, _ = make_plan(
-        tmp_path, f"model={model}", data, "hw=a800", "nodes=1", "dry_run=true", "model.system_message=Hi."
+        tmp_path,
+        f"model={model}",
+        data,
+        "hw=a800",
+        "nodes=1",
+        "dry_run=true",
+        "model.system_message=Hi.",
     )
     assert json.loads(plan.files["train_args.json"])["system_message"] == "Hi."
 
