@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from launcher import data_select, defaults
+from launcher import data_select, defaults, run_name  # noqa: F401 (run_name: its resolver)
 from launcher.spec import ConfigError, Problem
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
