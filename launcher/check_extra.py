@@ -95,7 +95,7 @@ def _fits_cpu(spec: JobSpec, est) -> list[Problem]:
         Problem(
             "hw",
             f"model {spec.model.name} needs about {est.total_gb:.0f} GiB per device (the memory "
-            "estimate); hw={spec.hw.name} ({spec.hw.memory_gb:g} GiB) is for tiny "
+            f"estimate); hw={spec.hw.name} ({spec.hw.memory_gb:g} GiB) is for tiny "
             "models: choose a GPU/NPU hw (e.g. hw=a800 nodes=4)",
         )
     ]
