@@ -169,3 +169,21 @@ def test_a_failed_submit_exits_nonzero_and_the_run_dir_says_failed(slurm_cluster
     status = subprocess.run([sys.executable, "launch.py", "status", str(run_dir)], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert status.stdout.startswith("FAILED"), status.stdout
+
+
+@pytest.mark.slow  # a tiny local training run: make_tiny, make_synthetic, 3 optimizer steps
+def test_our_trainer_takes_the_steps_the_plan_states(tmp_path: Path):
+    """18 samples, batch 4, accumulation 2, 1.5 epochs: the plan says 3 steps, the trainer
+    (its own DistributedSampler and epoch arithmetic) takes exactly those."""
+    run_dir = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "launch.py", "data.num_samples=18", "per_device_batch_size=4",
+         "gradient_accumulation_steps=2", "epochs=1.5", f"run_dir={run_dir}",
+         f"cache_dir={tmp_path / 'cache'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "steps: 3 optimizer steps (18 samples x 1.5 epoch(s) / global batch 8)" in r.stdout
+    planned = json.loads((run_dir / "plan.json").read_text())["optimizer_steps"]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(1, planned + 1)) == [1, 2, 3]
