@@ -187,3 +187,31 @@ def test_our_trainer_takes_the_steps_the_plan_states(tmp_path: Path):
     planned = json.loads((run_dir / "plan.json").read_text())["optimizer_steps"]
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, planned + 1)) == [1, 2, 3]
+
+
+@pytest.mark.xtuner
+def test_mmengine_reads_our_datasets_from_the_rendered_internvl_config(tmp_path: Path):
+    """What XTuner will see: the rendered config loaded by mmengine in .venv-xtuner."""
+    from tests.test_xtuner import XPY, need_xtuner_env
+
+    need_xtuner_env()
+    meta = a_dataset(tmp_path / "d", [TEXT])
+    cfg, problems = composing.compose(
+        ["model=internvl2_2b", "model.engine=xtuner", "hw=a100", "dry_run=true",
+         "model.xtuner_base=internvl_v2_internlm2_2b_finetune", f"data.meta_file={meta}",
+         f"run_dir={tmp_path}/written"]
+    )  # fmt: skip
+    assert run(cfg, problems) == 0
+    code = (
+        "import json, sys; from mmengine.config import Config; "
+        "d = Config.fromfile(sys.argv[1]).train_dataloader.dataset; "
+        "print(json.dumps([d.data_paths, d.image_folders, d.repeat_times]))"
+    )
+    out = subprocess.run([str(XPY), "-c", code, f"{tmp_path}/written/xtuner_config.py"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == [
+        [str(tmp_path / "d" / "a.jsonl")],
+        [str(tmp_path / "d")],
+        [2],
+    ]
