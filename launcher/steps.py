@@ -5,14 +5,17 @@ max_steps when given, else from the samples per epoch (x repeat_time), the epoch
 (our trainer and the official one: a DistributedSampler over the data-parallel ranks, no
 drop_last, optimizer steps = micro-batches // accumulation per epoch; XTuner: mmengine epochs of
 micro-batches, the last partial accumulation steps too; MindSpeed-MM: samples x epochs // global
-batch). `duration_line` gives an expected duration from hw peak x an MFU assumption (stated).
+batch). `duration_line` gives an expected duration from the newest completed run of the same
+model on the same hw under runs_root, else from hw peak x an MFU assumption (stated).
 `step_problems` refuses epochs <= 0 and a benchmark plan that cannot reach its step target.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 from launcher.derive import Derived
 from launcher.spec import JobSpec, Problem
@@ -99,13 +102,58 @@ def steps_line(spec: JobSpec, derived: Derived, samples: int | None) -> str:
     return f"steps: {steps} optimizer steps ({how})"
 
 
+def _metrics_rate(run: Path) -> float | None:
+    """Mean samples/s of a finished run's steps after the first two (warm-up)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        rates = [json.loads(x).get("samples_per_sec") for x in lines if x.strip()][2:]
+    except (OSError, ValueError):
+        return None
+    rates = [r for r in rates if isinstance(r, (int, float)) and r > 0]
+    return sum(rates) / len(rates) if rates else None
+
+
+def measured_rate(spec: JobSpec, derived: Derived) -> tuple[float, str] | None:
+    """Samples/s from the newest completed run of this model on this hw under runs_root,
+    scaled linearly to this run's device count (and where it came from)."""
+    root = Path(spec.runs_root)
+    if not root.is_dir():
+        return None
+    plans = sorted(root.glob("*/plan.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for plan_json in plans[:50]:
+        run = plan_json.parent
+        try:
+            plan = json.loads(plan_json.read_text())
+            summary = json.loads((run / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        same = (plan.get("model"), plan.get("hw")) == (spec.model.name, spec.hw.name)
+        if not same or summary.get("status") != "completed" or not plan.get("world_size"):
+            continue
+        rate = summary.get("sps") or _metrics_rate(run)
+        if rate:
+            scaled = rate / plan["world_size"] * derived.world_size
+            return scaled, (
+                f"run {run.name}: {rate:.3g} samples/s on {plan['world_size']} device(s), "
+                f"scaled to {derived.world_size}"
+            )
+    return None
+
+
 def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str | None:
-    """Expected training time from hw peak x ASSUMED_MFU (None without model dims)."""
+    """Expected training time: from an earlier run of this model on this hw when there is one,
+    else from hw peak x ASSUMED_MFU (None without model dims)."""
     from launcher.flops import dims_from_config, sample_flops, trainable_from_config
     from launcher.lengths import sample_tokens
 
     steps = optimizer_steps(spec, derived, samples)
-    if steps is None or not spec.hw.peak_tflops:
+    if steps is None:
+        return None
+    measured = measured_rate(spec, derived)
+    if measured is not None:
+        seconds = steps * derived.global_batch_size / measured[0]
+        return f"expected duration: about {_human(seconds)} ({measured[1]})"
+    if not spec.hw.peak_tflops:
         return None
     model = dataclasses.asdict(spec.model)
     try:
@@ -116,9 +164,13 @@ def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str |
     flops = sample_flops(dims, llm_tokens=tokens, trainable=trainable_from_config(model))
     rate = derived.world_size * spec.hw.peak_tflops * 1e12 * ASSUMED_MFU
     seconds = steps * derived.global_batch_size * flops / rate
-    hours = seconds / 3600
-    when = f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.1f} min"
     return (
-        f"expected duration: about {when} (hw {spec.hw.name} peak {spec.hw.peak_tflops:g} TFLOPs "
+        f"expected duration: about {_human(seconds)} (hw {spec.hw.name} peak {spec.hw.peak_tflops:g} TFLOPs "
         f"x assumed MFU {ASSUMED_MFU:.0%}, {tokens} tokens/sample; no earlier run to go by)"
     )
+
+
+def _human(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"

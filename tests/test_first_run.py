@@ -175,11 +175,11 @@ def test_a_failed_submit_exits_nonzero_and_the_run_dir_says_failed(slurm_cluster
 def test_our_trainer_takes_the_steps_the_plan_states(tmp_path: Path):
     """18 samples, batch 4, accumulation 2, 1.5 epochs: the plan says 3 steps, the trainer
     (its own DistributedSampler and epoch arithmetic) takes exactly those."""
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "runs" / "first"
     r = subprocess.run(
         [sys.executable, "launch.py", "data.num_samples=18", "per_device_batch_size=4",
          "gradient_accumulation_steps=2", "epochs=1.5", f"run_dir={run_dir}",
-         f"cache_dir={tmp_path / 'cache'}"],
+         f"runs_root={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -187,6 +187,10 @@ def test_our_trainer_takes_the_steps_the_plan_states(tmp_path: Path):
     planned = json.loads((run_dir / "plan.json").read_text())["optimizer_steps"]
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, planned + 1)) == [1, 2, 3]
+    # the next plan of this model on this hw takes its expected duration from that run
+    plan, _ = plan_of(tmp_path / "next", f"runs_root={tmp_path / 'runs'}", "max_steps=30")
+    when = next(n for n in plan.notes if n.startswith("expected duration:"))
+    assert "(run first: " in when and "samples/s on 1 device(s), scaled to 1)" in when
 
 
 @pytest.mark.xtuner
