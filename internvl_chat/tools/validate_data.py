@@ -2,11 +2,13 @@
 
 Checks a whole InternVL-format data set before a job is submitted and prints every problem
 as ``file:line: reason`` (meta-file problems as ``meta.json: name: reason``): bad JSON,
-missing or unreadable images, wrong roles / alternation, ``<image>`` count vs images, video
-samples, samples that would be truncated (dropped when image tokens would be cut), non-.jsonl
-annotations. Exit status 1 if anything is wrong, else 0 with a one-line summary; with
---max-bad-sample-ratio R (the launcher passes data.max_bad_sample_ratio) broken samples the
-trainer would skip are listed but block only when a dataset has more than R of them.
+missing or unreadable images, wrong roles / alternation, ``<image>`` count vs images, null
+values or text that is not valid Unicode, samples the official code would not train (see
+docs/DIFFERENCES.md), video samples, samples that would be truncated (dropped when image
+tokens would be cut), non-.jsonl annotations. Exit status 1 if anything is wrong, else 0 with a
+one-line summary; with --max-bad-sample-ratio R (the launcher passes data.max_bad_sample_ratio)
+broken samples the trainer would skip are listed but block only when a dataset has more than R
+of them.
 
 Tiling and template come from MODEL_DIR/config.json (overridable by flags), the tokenizer
 from MODEL_DIR. --revision (default head) checks the samples as the official code at that
