@@ -2,7 +2,8 @@
 after the queue wait, refused here instead, plus the plan's data and steps lines.
 
 `extra(spec, derived, est, problems, warnings)` adds to the check's lists the problems (meta files that cannot be read, empty annotations, checkpoint folders without a
-config.json, `engine_args` names the engine does not know, a missing XTuner environment,
+config.json, `engine_args` names the engine does not know, a missing XTuner environment or
+local interpreter,
 epochs <= 0, a benchmark step target the plan cannot reach, a model that cannot fit on hw=cpu)
 and warnings, and returns the derived numbers with `optimizer_steps` filled in and the notes
 printed with the plan (data, steps, expected duration).
@@ -88,6 +89,24 @@ def _engine(spec: JobSpec) -> tuple[list[Problem], list[str]]:
     return problems, warnings
 
 
+def _local_python(spec: JobSpec) -> list[Problem]:
+    """cluster=local runs the nodes' python on this machine: it must be runnable here."""
+    if spec.cluster.kind != "local" or spec.dry_run or spec.model.engine == "xtuner":
+        return []
+    from launcher import site
+
+    python, why = site.node_python(spec)
+    if site.torch_build(python) is not None:
+        return []
+    return [
+        Problem(
+            "cluster.python",
+            f"{python} ({why}) cannot be run on this machine, where cluster=local starts the "
+            "job; name a training environment here (cluster.python=.venv/bin/python)",
+        )
+    ]
+
+
 def _fits_cpu(spec: JobSpec, est) -> list[Problem]:
     if est is None or spec.hw.accelerator != "cpu" or est.fits(spec.hw.memory_gb):
         return []
@@ -108,7 +127,7 @@ def extra(
     derived numbers with optimizer_steps and the notes for the plan."""
     found_problems = datafacts.data_problems(spec) + _model_dirs(spec)
     more, more_warnings = _engine(spec)
-    found_problems += more + _fits_cpu(spec, est)
+    found_problems += more + _fits_cpu(spec, est) + _local_python(spec)
     found = [] if found_problems else datafacts.datasets(spec)
     samples = datafacts.total_samples(found)
     found_problems += steps.step_problems(spec, derived, samples)

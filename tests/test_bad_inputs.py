@@ -256,6 +256,11 @@ ROWS: list[tuple[str, list[str], list[str]]] = [
         ["engine_args.xtuner_env", "/nonexistent/venv"],
     ),  # fmt: skip
     (
+        "local_python_missing",
+        ["dry_run=false", "max_steps=1", "cluster.python=/nonexistent/python"],
+        ["- cluster.python:", "/nonexistent/python"],
+    ),
+    (
         "mindspeed_engine_arg",
         [
             "model=internvl2_8b",
@@ -287,9 +292,9 @@ def command(row: list[str], d: Path, tmp: Path) -> list[str]:
     out = [v for k, v in DEFAULTS.items() if k not in keys]
     if "run_dir" not in keys:
         out.append(f"run_dir={tmp / 'run'}")
-    # the nodes' python is this one (a real submit checks its torch against hw)
-    return [*args, *out, f"runs_root={tmp / 'runs'}", f"cache_dir={tmp / 'cache'}",
-            f"cluster.python={sys.executable}"]  # fmt: skip
+    if "cluster.python" not in keys:  # the nodes' python is this one (a real submit checks it)
+        out.append(f"cluster.python={sys.executable}")
+    return [*args, *out, f"runs_root={tmp / 'runs'}", f"cache_dir={tmp / 'cache'}"]
 
 
 def written(tmp: Path) -> list[str]:
