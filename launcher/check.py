@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import check_extra, site
+from launcher import check_extra, site, tracking
 from launcher.derive import Derived, derive
 from launcher.engines import get_engine
 from launcher.preflight import DataPreflight, data_preflight, memory_estimate, memory_problem
@@ -49,7 +49,7 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
     est = None
     if derived is not None:
-        problems += get_engine(spec.model.engine).check(spec, derived)
+        problems += get_engine(spec.model.engine).check(spec, derived) + tracking.check(spec)
         est = memory_estimate(spec, derived)
         too_big = memory_problem(spec, derived, est)
         if est is not None:

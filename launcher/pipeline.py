@@ -16,6 +16,7 @@ from launcher.dispatch import dispatch, wait
 from launcher.jobscript import REPO, sbatch_flags
 from launcher.plan import Plan, make_plan
 from launcher.rundir import RunDir
+from launcher.settings import overrides_record
 from launcher.spec import ConfigError, JobSpec, Problem, to_spec
 
 
@@ -68,9 +69,17 @@ def provenance(config_yaml: str) -> dict[str, str | bool | None]:
 
 
 def run(
-    cfg: DictConfig, problems: list[Problem] | None = None, *, sweep_point: bool = False
+    cfg: DictConfig,
+    problems: list[Problem] | None = None,
+    *,
+    sweep_point: bool = False,
+    applied: list[str] | None = None,
+    differs: list[str] | None = None,
 ) -> int:
-    """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status."""
+    """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status.
+
+    `applied`: the overrides Hydra applied, recorded in overrides.yaml with the command line
+    (and, for a sweep point, `differs`: its overrides that differ between points)."""
     spec, checked = to_checked_spec(cfg, problems, memory_is_fatal=sweep_point)  # spec, check
     plan = plan_checked(cfg, spec, checked)  # plan
     print(
@@ -83,14 +92,16 @@ def run(
     for w in plan.warnings:
         print(f"[launch] warning: {w}")
     run_dir = RunDir(plan.run_dir)
+    record = overrides_record(sys.argv, applied or [], differs)
+    files = {**plan.files, run_dir.relative(run_dir.overrides_yaml): record}
     try:
-        run_dir.materialize(plan.files)  # write
+        run_dir.materialize(files)  # write
     except OSError:
         taken = run_name.next_name(plan.run_dir)  # a launch beside ours took the default name
         if taken is None or not run_dir.root.exists():
             raise
         OmegaConf.update(cfg, "run_dir", taken)
-        return run(cfg, problems, sweep_point=sweep_point)
+        return run(cfg, problems, sweep_point=sweep_point, applied=applied, differs=differs)
     if spec.dry_run:
         print(f"[launch] dry run: plan written to {run_dir.root} (nothing submitted)")
         return 0
@@ -118,7 +129,7 @@ def run(
 def main(overrides: list[str]) -> int:
     try:
         cfg, problems = composing.compose(overrides)
-        return run(cfg, problems)
+        return run(cfg, problems, applied=overrides)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

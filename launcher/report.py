@@ -20,6 +20,7 @@ from typing import Any
 
 from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
+from launcher.compare import label_rows, markdown, run_settings
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
 from launcher.plan import Plan
 from launcher.rundir import RunDir
@@ -43,12 +44,12 @@ class Row:
     verdict: Verdict = field(default_factory=lambda: Verdict(None, "no log"))
     records: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # launcher.compare
+    label: str = ""  # the settings that differ from the other runs reported with it
 
     @property
     def config_label(self) -> str:
-        if self.per_device_batch is None:
-            return self.name
-        return f"{self.name}: b{self.per_device_batch} x a{self.accum} z{self.zero_stage}"
+        return f"{self.name}: {self.label}" if self.label else self.name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +102,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         row.global_batch = ov.global_batch_size or d.global_batch_size
         row.zero_stage, row.hw = plan.zero_stage, plan.hw
         seq_len = ov.seq_len or plan.seq_len
+        row.settings = run_settings(cfg, row)
         ended = run.summary() or {}
         if str(ended.get("action", "")).startswith("point infeasible"):
             # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
@@ -159,7 +161,7 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
+def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[str] = ()) -> str:
     """The report table, notes per run, and links to the plots (paths relative to report.md)."""
     out = io.StringIO()
     out.write("# Training report\n\n")
@@ -187,7 +189,7 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
             r.verdict.label,
         ]
         out.write("| " + " | ".join(cells) + " |\n")
-    out.write("\n## Notes\n\n")
+    out.write(markdown(rows, differ) + "\n## Notes\n\n")
     for r in rows:
         m = r.metrics
         bits = [f"log: {r.kind}"]
@@ -359,8 +361,9 @@ def report(
     for (kind, _), row in zip(found, rows, strict=True):
         if kind == "run" and not update_summary(row):
             row.notes.append("summary.json not updated (the run has not ended)")
+    differ = label_rows(rows)
     written = plot(rows, out) if plots else []
-    (out / "report.md").write_text(render_markdown(rows, written))
+    (out / "report.md").write_text(render_markdown(rows, written, differ))
     (out / "metrics.csv").write_text(render_csv(rows))
     return out / "report.md", rows
 

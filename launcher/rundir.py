@@ -34,6 +34,16 @@ class RunDir:
         return self.root / "config.yaml"
 
     @property
+    def overrides_yaml(self) -> Path:
+        """The command line as given and the overrides Hydra applied (launcher.settings)."""
+        return self.root / "overrides.yaml"
+
+    @property
+    def launch_log(self) -> Path:
+        """What planning and submitting printed, for a sweep point (its stdout is one line)."""
+        return self.root / "logs" / "launch.log"
+
+    @property
     def plan_json(self) -> Path:
         return self.root / "plan.json"
 
@@ -153,6 +163,36 @@ class RunDir:
             f.write(json.dumps(event, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    @property
+    def resumes_jsonl(self) -> Path:
+        """One JSON line per `launch.py resume`: the attempt it starts, from which step, the
+        overrides, and how the attempt before it ended (its files are in attempt_dir)."""
+        return self.logs_dir / "resumes.jsonl"
+
+    def resumes(self) -> list[dict[str, Any]]:
+        if not self.resumes_jsonl.exists():
+            return []
+        lines = self.resumes_jsonl.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def add_resume(self, event: dict[str, Any]) -> None:
+        self.resumes_jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with self.resumes_jsonl.open("a") as f:
+            f.write(json.dumps(event, sort_keys=True) + "\n")
+
+    def attempt_dir(self, attempt: int) -> Path:
+        """What attempt `attempt` (1 = the first job) left when a resume started the next:
+        job.json, summary.json, requeues.jsonl, exit records, plan files the resume changed."""
+        return self.logs_dir / f"attempt-{attempt}"
+
+    def attempt(self) -> int:
+        """Which attempt the run is on: 1, plus one per resume."""
+        return 1 + len(self.resumes())
+
+    def requeues_total(self) -> int:
+        """Requeues over every attempt: the earlier ones' (resumes.jsonl) and this one's."""
+        return len(self.requeues()) + sum(r.get("requeues", 0) for r in self.resumes())
 
     @property
     def output_dir(self) -> Path:

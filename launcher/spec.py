@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from launcher.convert import build
 from launcher.problems import ConfigError, Problem
+from launcher.tracking import TrackingSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +285,8 @@ class JobSpec:
     hw: HwSpec
     cluster: ClusterSpec
     benchmark: BenchmarkSpec
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    """Experiment tracking (conf/tracking: tensorboard, wandb, mlflow, none)."""
     nodes: int = 1
     per_device_batch_size: int | None = None
     gradient_accumulation_steps: int | None = None

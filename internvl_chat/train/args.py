@@ -109,6 +109,8 @@ class TrainArgs:
     dataloader_num_workers: int = 0
     deepspeed: str | None = None
     report_to: str | list = "tensorboard"
+    run_name: str | None = None
+    """The tracker's run name (the run dir's name)."""
     # ours
     metrics_file: str | None = None
     stop_file: str | None = None
@@ -121,6 +123,8 @@ class TrainArgs:
     system_message: str | None = None
     """Replaces the template's default system prompt in training (and is stored in the saved
     config so ``tools.chat`` prompts the same way)."""
+    tracking_params: str | None = None
+    """A YAML file (the run's config.yaml) logged as the W&B / MLflow run's params."""
 
 
 class ArgsError(ValueError):

@@ -64,7 +64,7 @@ class Trainer:
         )  # fmt: skip
         self.global_step = 0
         self.epoch, self.batch_in_epoch = 0, 0  # data position: micro-batches of this epoch
-        self.report = Reporter(d.is_main, self.out, a.report_to)
+        self.report = Reporter(d.is_main, self.out, a.report_to, a.run_name, a.tracking_params)
 
     @property
     def epoch_float(self) -> float:

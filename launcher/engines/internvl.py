@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from internvl_chat.prompts import system_message
+from launcher import tracking
 from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
@@ -69,6 +70,7 @@ TRAINING_ARGS = {
     "dataloader_num_workers",
     "deepspeed",
     "report_to",
+    "run_name",
     "do_train",
     "evaluation_strategy",
     "group_by_length",
@@ -229,13 +231,15 @@ class InternVLEngine:
             "dataloader_num_workers": d.num_workers,
             "group_by_length": d.group_by_length,
             "deepspeed": str(run.deepspeed_json),
-            "report_to": "tensorboard",
+            "report_to": tracking.report_to(spec.tracking),
+            "run_name": run.root.name,  # the tracker's run name (HF's too)
             "metrics_file": str(run.metrics_jsonl),
             "eval_meta_path": self.eval_meta_path(spec, run),
             "max_bad_sample_ratio": d.max_bad_sample_ratio,
             # ours only (the official script takes its prompt from its own checkout)
             "internvl_revision": m.internvl_revision,
             "system_message": self.system_message(spec),
+            "tracking_params": str(run.config_yaml),  # ours logs the composed config
         }
         # the process-group timeout: a dead or hung rank fails the job after this long
         args["ddp_timeout"] = spec.cluster.collective_timeout_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from launcher import tracking
 from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
@@ -82,7 +83,8 @@ class XTunerEngine:
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
         stem = base_stem(spec.model.xtuner_base)
         files = {
-            run.xtuner_config.name: render_xtuner_config(stem, overrides(spec, derived)),
+            run.xtuner_config.name: render_xtuner_config(stem, overrides(spec, derived))
+            + tracking.xtuner_visualizer(spec.tracking, run),
             run.deepspeed_json.name: json.dumps(
                 ds_config.render(spec, derived, optimizer_block=False), indent=2
             )
