@@ -51,11 +51,14 @@ def problems(overrides: list[str], cfg: Any) -> list[Problem]:
             continue
         want = MATCHING[leaf]
         if generate:
+            how = f"add data={want}"
+            if leaf == "datasets":  # inline entries need a data option that keeps them
+                how = "write them into a meta JSON and give data=meta_file data.meta_file=PATH"
             out.append(
                 Problem(
                     key,
-                    f"ignored by data={name}, which generates its samples on node 0: "
-                    f"add data={want} to train on your data",
+                    f"ignored by data={name}, which generates its samples on node 0: {how} "
+                    "to train on your data",
                 )
             )
         elif data.get("format") != FORMAT[want] and not (leaf == "datasets" and not generate):

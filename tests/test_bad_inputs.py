@@ -174,6 +174,11 @@ ROWS: list[tuple[str, list[str], list[str]]] = [
         ["data.image_folder=/x"],
         ["data.image_folder", "data=llava_pretrain"],
     ),
+    (
+        "inline_datasets_on_synthetic",
+        ["+data.datasets.x.root=/a", "+data.datasets.x.annotation=/b.jsonl"],
+        ["data.datasets.x.root", "data=meta_file"],
+    ),
     ("real_model_generated", ["model=internvl2_1b", "hw=a100"], ["- data:", "data=synthetic"]),
     (
         "llava_path_on_meta",
