@@ -10,7 +10,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import compose as composing
-from launcher import run_name
+from launcher import run_name, snapshot
 from launcher.check import Checked, check
 from launcher.dispatch import dispatch, wait
 from launcher.jobscript import REPO, sbatch_flags
@@ -39,10 +39,14 @@ def to_checked_spec(
     return spec, checked
 
 
-def plan_checked(cfg: DictConfig, spec: JobSpec, checked: Checked) -> Plan:
-    """The plan stage, with the resolved config and where it came from."""
+def plan_checked(
+    cfg: DictConfig, spec: JobSpec, checked: Checked, code: snapshot.Snapshot | None = None
+) -> Plan:
+    """The plan stage, with the resolved config and where it came from (`code`: the snapshot
+    the nodes will run, taken now if not given)."""
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(composing.to_container(cfg)))
-    return make_plan(spec, checked, config_yaml, provenance(config_yaml))
+    code = code or snapshot.take(REPO)
+    return make_plan(spec, checked, config_yaml, {**provenance(config_yaml), **code.provenance()})
 
 
 def plan_from_config(
@@ -81,7 +85,8 @@ def run(
     `applied`: the overrides Hydra applied, recorded in overrides.yaml with the command line
     (and, for a sweep point, `differs`: its overrides that differ between points)."""
     spec, checked = to_checked_spec(cfg, problems, memory_is_fatal=sweep_point)  # spec, check
-    plan = plan_checked(cfg, spec, checked)  # plan
+    code = snapshot.take(REPO)  # what the nodes will run, whatever the checkout becomes
+    plan = plan_checked(cfg, spec, checked, code)  # plan
     print(
         f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
     )
@@ -95,7 +100,7 @@ def run(
     record = overrides_record(sys.argv, applied or [], differs)
     files = {**plan.files, run_dir.relative(run_dir.overrides_yaml): record}
     try:
-        run_dir.materialize(files)  # write
+        run_dir.materialize(files, code.files)  # write
     except OSError:
         taken = run_name.next_name(plan.run_dir)  # a launch beside ours took the default name
         if taken is None or not run_dir.root.exists():

@@ -156,8 +156,8 @@ def _shape(r: Row) -> str:
 
 COLUMNS = (
     "run", "nodes x gpus", "per-device batch", "accum", "global batch", "zero", "steps",
-    "final loss", "TGS", "tokens/s/device", "SPS", "TPS/device", "MFU", "step p50/p95 (s)",
-    "peak mem (GB)", "verdict",
+    "final loss", "TGS (samples/s x seq_len / devices)", "real tokens/s/device", "SPS",
+    "TPS/device", "MFU", "step p50/p95 (s)", "peak mem (GB)", "verdict",
 )  # fmt: skip
 
 
@@ -194,7 +194,7 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[
         m = r.metrics
         bits = [f"log: {r.kind}"]
         if m:
-            bits.append(f"TGS: {m.tgs_source}" if m.tgs is not None else f"no TGS: {m.tgs_reason}")
+            bits += m.throughput_notes
             if m.sps is not None:
                 bits.append(f"SPS/TPS (seed 004's definition) over {m.sps_window}")
             if m.mfu_basis:
@@ -219,7 +219,8 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[
 CSV_FIELDS = (
     "run", "log", "nodes", "gpus_per_node", "world_size", "per_device_batch", "accum",
     "global_batch", "zero_stage", "hw", "steps", "final_loss", "tgs", "tgs_steps",
-    "tokens_per_sec_per_device", "image_tokens_per_sec_per_device",
+    "tgs_definition", "tokens_per_sec_per_device", "tokens_per_sec_per_device_source",
+    "image_tokens_per_sec_per_device",
     "text_tokens_per_sec_per_device", "sps", "sps_window", "tps_per_device", "step_time_p50",
     "step_time_p95", "peak_mem_gb", "tflops_per_device", "mfu", "xtuner_tflops",
     "data_time_share", "verdict",
@@ -280,7 +281,7 @@ def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
         plt.close(fig)
         written.append("loss.png")
     for name, get, unit in (
-        ("tgs", lambda m: m.tgs, "TGS (tokens/s/device)"),
+        ("tgs", lambda m: m.tgs, "TGS (samples/s x seq_len / devices)"),
         ("mfu", lambda m: m.mfu * 100 if m.mfu is not None else None, "MFU (%)"),
     ):
         bars = [
@@ -314,6 +315,7 @@ def update_summary(row: Row) -> bool:
             tgs=m.tgs,
             tgs_reason=m.tgs_reason,
             tokens_per_sec_per_device=m.tokens_per_sec_per_device,
+            **m.throughput_labels,
             sps=m.sps,
             sps_window=m.sps_window,
             tps_per_device=m.tps_per_device,

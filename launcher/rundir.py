@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,18 @@ class RunDir:
         return self.root / "xtuner_config.py"
 
     @property
+    def code_dir(self) -> Path:
+        """The code the nodes run (launcher.snapshot), copied at submit."""
+        return self.root / "code"
+
+    @property
     def mindspeed_dir(self) -> Path:
         """engine=mindspeed: data.json, model.json and convert.sh."""
         return self.root / "mindspeed"
+
+    def mindspeed_mm_dir(self, split_tag: str) -> Path:
+        """engine=mindspeed: weights converted with that split (default model.mindspeed_mm_dir)."""
+        return self.mindspeed_dir / f"mm-{split_tag}"
 
     @property
     def xtuner_base_dir(self) -> Path:
@@ -252,19 +262,24 @@ class RunDir:
         write_json_atomic(self.summary_json, {**current, **figures})
         return True
 
-    def materialize(self, files: dict[str, str]) -> None:
+    def materialize(self, files: dict[str, str], code: Mapping[str, bytes] | None = None) -> None:
         """Write `files` (relative name -> text) into a staging folder, then rename it into place.
 
         Either the whole planned run dir appears, or nothing does. An existing *empty* run dir
-        (Hydra creates one per sweep job) is replaced.
+        (Hydra creates one per sweep job) is replaced. `code` (launcher.snapshot: relative path
+        -> bytes; default a snapshot taken now) goes to code/, what the nodes run.
         """
+        from launcher import snapshot
+
+        if code is None:
+            code = snapshot.take(snapshot.REPO).files
         self.root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.partial-", dir=self.root.parent))
         try:
-            for name, text in files.items():
+            for name, text in [*files.items(), *((f"code/{k}", v) for k, v in code.items())]:
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
+                target.write_bytes(text) if isinstance(text, bytes) else target.write_text(text)
             (staging / "logs").mkdir(exist_ok=True)
             if self.root.is_dir() and not any(self.root.iterdir()):
                 self.root.rmdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -102,6 +103,9 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
     job = json.loads((run_dir / "job.json").read_text())
     assert job["kind"] == "slurm" and job["job_id"]
+    # slurm/slurm.conf.in binds; a cluster started from an older copy (task/none) does not
+    config = slurm_cluster.run(["scontrol", "show", "config"]).stdout
+    binds = "task/affinity" in config or os.environ.get("CI") == "true"
     # both nodes ran their share: a node log each, each with a training rank in it
     for rank in (0, 1):
         log = (run_dir / "logs" / f"node{rank}.log").read_text()
@@ -111,6 +115,11 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
         assert list((run_dir / "logs" / f"node{rank}-ranks").rglob("stdout.log"))
         exit_record = json.loads((run_dir / "logs" / f"node{rank}.exit.json").read_text())
         assert exit_record["ok"] and exit_record["returncode"] == 0
+        # Slurm binds tasks (TaskPlugin=task/affinity): the training holds the CPUs asked
+        # for (hw=cpu: 1), not every CPU of the machine as with task/none
+        assert "#SBATCH --cpus-per-task=1\n" in (run_dir / "sbatch.sh").read_text()
+        bound = re.findall(r"\[train\] rank \d+: (\d+) CPU\(s\) .*\(sched_getaffinity\)", log)
+        assert bound == ["1"] or not binds, log[-3000:]
     rows = metrics(run_dir)
     assert [m["step"] for m in rows] == list(range(1, 21))
     losses = [m["loss"] for m in rows]

@@ -61,6 +61,10 @@ def test_summary_json_updated_atomically_keeping_keys(sweep):
     for key in ("steps", "final_loss", "tgs", "tokens_per_sec_per_device", "mfu", "verdict"):
         assert key in s0
     assert s0["steps"] == 20 and s0["verdict"] == "PASS"
+    # the two throughput figures say what each counts (seed formula vs real tokens)
+    assert s0["tgs_definition"].startswith("seed 000 formula: samples/s x seq_len / devices")
+    assert s0["tokens_per_sec_per_device_source"].startswith("real non-padding tokens")
+    assert s0["tgs"] != s0["tokens_per_sec_per_device"]
     assert 0 < s0["mfu"] < 1
     assert not (sweep / "2" / "summary.json").exists()  # not ended: nothing invented
     assert not list(sweep.glob("*/.summary.json.*"))  # no temp files left behind

@@ -18,6 +18,7 @@ from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
 from launcher.engines.torchrun import torchrun
+from launcher.generations import generation_args
 from launcher.rundir import RunDir
 from launcher.spec import DatasetEntry, JobSpec, Problem
 
@@ -146,7 +147,11 @@ class InternVLEngine:
             system_message(spec.model.template, spec.model.internvl_revision)
         except ValueError as e:
             out.append(Problem("model.template", str(e)))
-        if d.packed and self.official and spec.model.internvl_revision == "pin":
+        if (
+            (d.packed or spec.model.packed)
+            and self.official
+            and spec.model.internvl_revision == "pin"
+        ):
             out.append(
                 Problem(
                     "data.packed",
@@ -206,7 +211,7 @@ class InternVLEngine:
             "min_dynamic_patch": m.min_dynamic_patch,
             "max_dynamic_patch": m.max_dynamic_patch,
             "normalize_type": m.normalize_type,
-            "use_packed_ds": d.packed,
+            "use_packed_ds": d.packed or m.packed,
             "output_dir": str(run.output_dir),
             # False keeps HF's resume-from-last-checkpoint working after a requeue
             # (the shipped scripts pass True and silently restart from step 0).
@@ -245,6 +250,8 @@ class InternVLEngine:
         args["ddp_timeout"] = spec.cluster.collective_timeout_s
         # save at the next step boundary and exit 75 once this exists (requeue)
         args["stop_file"] = str(run.stop_file)
+        # the packed recipe (InternVL3.5) and model.save_format, only where set
+        args.update(generation_args(spec))
         args.update(spec.engine_args)
         if self.official:
             rev = spec.model.internvl_revision
@@ -305,7 +312,7 @@ class InternVLEngine:
                 {"LAUNCHER": "pytorch", "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
             )
         else:
-            env["PYTHONPATH"] = str(REPO)
+            env["PYTHONPATH"] = str(run.code_dir)  # the snapshot (launcher.snapshot)
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     # on the node ---------------------------------------------------------------------

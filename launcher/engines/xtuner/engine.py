@@ -74,6 +74,10 @@ class XTunerEngine:
                 )
         if d.format == "llava_json" and not (d.json_path or d.generate):
             out.append(Problem("data.json_path", "XTuner recipes need the JSON annotation file"))
+        if m.freeze_mlp:
+            out.append(
+                Problem("model.freeze_mlp", "XTuner always trains the projector; set it to false")
+            )
         if spec.parallelism.zero_stage == 0:
             out.append(Problem("parallelism", "xtuner train --deepspeed needs ZeRO stage 1-3"))
         if spec.max_steps is None and not float(spec.epochs).is_integer():
@@ -95,7 +99,7 @@ class XTunerEngine:
         return files
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
-        maker = str(CFG_DIR / "make_tiny_llava.py")
+        maker = str(run.code_dir / CFG_DIR.name / "make_tiny_llava.py")
         xpy = str(self.env_dir(spec) / "bin" / "python")
         steps = []
         if spec.model.make_tiny:
