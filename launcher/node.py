@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+from launcher import tracking_node
 from launcher.attempt import (
     EX_TEMPFAIL,
     STATE,
@@ -166,7 +167,10 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             argv, note = resume(run, argv)
             if note:
                 tee.write(f"[launcher] {note}\n")
-        rc = tee.run(argv, _child_env(launch.env, rv) | step_times_env(run, rv))
+        env = _child_env(launch.env, rv) | step_times_env(run, rv)
+        if rv.node_rank == 0:
+            env |= tracking_node.open_run(run, plan, env, tee)
+        rc = tee.run(argv, env)
         if rc != EX_TEMPFAIL and saved_for_requeue(run, "".join(tee.tail)):
             rc = EX_TEMPFAIL
         if rc != EX_TEMPFAIL:
@@ -175,6 +179,9 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             reason = f"exited with status {rc}" if outcome is None else outcome.reason
         else:
             ok, reason = False, "saved for requeue (exit 75)"
+        if rv.node_rank == 0:
+            ended = "FINISHED" if ok else "KILLED" if rc == EX_TEMPFAIL else "FAILED"
+            tracking_node.close_run(run, plan, env, ended, tee)
     if ok and rv.node_rank == 0:
         try:
             engine.finalize(run)

@@ -140,8 +140,10 @@ def xtuner_visualizer(t: TrackingSpec, run: RunDir) -> str:
     LocalVisBackend is kept as it was) and none."""
     if t.backend not in PACKAGES:
         return ""
-    if t.backend == "wandb":  # project, entity, tags, mode, dir, id: the WANDB_* variables
-        cls, kwargs = "WandbVisBackend", {"init_kwargs": {"name": run.root.name}}
+    if t.backend == "wandb":  # project, entity, tags, mode, id: the WANDB_* variables; dir:
+        # mmengine would put it under output/*/vis_data, away from the run's RUN_DIR/wandb
+        init = {"name": run.root.name, "dir": str(run.root)}
+        cls, kwargs = "WandbVisBackend", {"init_kwargs": init}
     else:
         tags = dict.fromkeys(t.tags, "true") or None
         cls = "MLflowVisBackend"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher import compose as composing
+from launcher import tracking_node
 from launcher.pipeline import plan_from_config
 from launcher.spec import ConfigError
 
@@ -129,8 +130,9 @@ def read_back_mlflow(run_dir: Path, rows: list[dict], experiment: str = "vlm-lau
     client = MlflowClient((run_dir / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert (run.info.run_name, run.info.status) == (run_dir.name, "FINISHED")
-    assert run.data.params["model.name"] == "tiny_internvl"
-    assert run.data.params["max_steps"] == str(len(rows))
+    assert run.data.params["launch.model.name"] == "tiny_internvl"
+    assert run.data.params["launch.max_steps"] == str(len(rows))
+    assert json.loads((run_dir / "tracking.json").read_text())["mlflow_run_id"] == run.info.run_id
     for key in ("loss", "lr", "tokens_per_sec"):
         got = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         assert got == [(x["step"], pytest.approx(x[key])) for x in rows], key
@@ -198,7 +200,7 @@ def test_wandb_offline_run_read_back(tmp_path, monkeypatch):
             )
     assert (meta.display_name, meta.project, list(meta.tags)) == ("run", "p1", ["sweep1"])
     assert meta.run_id == "run"
-    config = {i.key: json.loads(i.value_json) for i in meta.config.update}
+    config = {i.key: json.loads(i.value_json) for i in meta.config.update}["launch"]
     assert config["model"]["name"] == "tiny_internvl" and config["tracking"]["backend"] == "wandb"
     got = [(h["_step"], h["loss"], h["tokens"], "note" in h) for h in history if "loss" in h]
     assert got == [(x["step"], pytest.approx(x["loss"]), x["tokens"], False) for x in rows]
@@ -221,6 +223,9 @@ def test_official_engine_logs_through_hf_callbacks(tmp_path, monkeypatch):
         if k.startswith("MLFLOW_"):
             monkeypatch.setenv(k, v)
     official = json.loads(plan.files["train_args.json"])
+    run, tee = _node_side_run(tmp_path, plan)
+    opened = tracking_node.open_run(run, plan, dict(os.environ), tee)  # node 0, before the engine
+    monkeypatch.setenv("MLFLOW_RUN_ID", opened["MLFLOW_RUN_ID"])
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -237,9 +242,75 @@ def test_official_engine_logs_through_hf_callbacks(tmp_path, monkeypatch):
     )  # fmt: skip
     data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(12)]
     Trainer(model=Tiny(), args=args, train_dataset=data).train()
+    tracking_node.close_run(run, plan, dict(os.environ) | opened, "FINISHED", tee)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient((tmp_path / "run" / "mlruns").as_uri())
-    (run,) = client.search_runs([client.get_experiment_by_name("vlm-launch").experiment_id])
-    assert (run.info.run_name, run.info.status, run.data.tags["t1"]) == ("run", "FINISHED", "true")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    (got,) = client.search_runs([client.get_experiment_by_name("vlm-launch").experiment_id])
+    assert (got.info.run_name, got.info.status, got.data.tags["t1"]) == ("run", "FINISHED", "true")
+    assert [m.step for m in client.get_metric_history(got.info.run_id, "loss")] == [1, 2, 3]
+    # our composed config beside HF's own TrainingArguments, in the same run
+    params = got.data.params
+    assert (params["launch.model.name"], params["launch.model.engine"]) == (
+        "internvl2_1b",
+        "internvl_official",
+    )
+    assert params["max_steps"] == "3" and params["launch.tracking.backend"] == "mlflow"
+    # a second attempt that crashes: the same run continued, ended FAILED by node 0
+    again = tracking_node.open_run(run, plan, dict(os.environ), tee)
+    assert again == opened and client.get_run(got.info.run_id).info.status == "RUNNING"
+    monkeypatch.setenv("MLFLOW_RUN_ID", again["MLFLOW_RUN_ID"])  # a new attempt's environment
+
+    class Crash(Tiny):
+        def forward(self, x, labels=None):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        Trainer(model=Crash(), args=args, train_dataset=data).train()
+    tracking_node.close_run(run, plan, dict(os.environ) | again, "FAILED", tee)
+    assert client.get_run(got.info.run_id).info.status == "FAILED"
+    assert len(client.search_runs([got.info.experiment_id])) == 1
+
+
+def _node_side_run(tmp_path: Path, plan):
+    """The run dir as node 0 sees it (config.yaml written) and a node log."""
+    from launcher.node import Tee
+    from launcher.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.config_yaml.write_text(plan.files["config.yaml"])
+    return run, Tee(tmp_path / "node0.log")
+
+
+def test_mlflow_resumed_run_logs_each_step_once_crash_ends_failed(tmp_path, monkeypatch):
+    """A requeued attempt (checkpoint-1, steps 2-3 trained again) continues the MLflow run that
+    RUN_DIR/tracking.json names and logs each step once; an attempt that dies without closing
+    its run is ended FAILED by node 0 (tracking.py close), not left RUNNING."""
+    plan, _ = _plan(tmp_path, "tracking=mlflow")
+    for k, v in plan.node_launch[0].env.items():
+        if k.startswith("MLFLOW_"):
+            monkeypatch.setenv(k, v)
+    run, _tee = _node_side_run(tmp_path, plan)
+    from internvl_chat.train.tracking import Tracker, main
+
+    first = Tracker("mlflow", "run", str(run.config_yaml))
+    first.start()
+    for step in (1, 2, 3):
+        first.log({"step": step, "loss": float(step)})
+    first.close("KILLED")  # saved for a requeue after step 3; its checkpoint-1 is the newest
+    second = Tracker("mlflow", "run", str(run.config_yaml))
+    second.start()
+    assert (second.run_id, second.last_step) == (first.run_id, 3)
+    for step in (2, 3, 4):
+        second.log({"step": step, "loss": 10.0 + step})
+    # the process dies here (no close): node 0 ends the run as the attempt ended
+    assert main(["close", str(run.root), "FAILED"]) == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    (got,) = client.search_runs([client.get_experiment_by_name("vlm-launch").experiment_id])
+    assert (got.info.run_id, got.info.status) == (first.run_id, "FAILED")
+    history = sorted((m.step, m.value) for m in client.get_metric_history(got.info.run_id, "loss"))
+    assert history == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0)]
+    assert got.data.params["launch.tracking.backend"] == "mlflow"

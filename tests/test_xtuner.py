@@ -305,12 +305,24 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_tiny_xtuner_train_on_cpu(tiny_llava: Path, tmp_path: Path):
     run = tmp_path / "run"
-    r = launch(*tiny_overrides(str(tiny_llava)), f"run_dir={run}", f"cache_dir={tmp_path}/c")
+    r = launch(
+        *tiny_overrides(str(tiny_llava)), f"run_dir={run}", f"cache_dir={tmp_path}/c",
+        "tracking=wandb",
+    )  # fmt: skip
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed", summary["reason"]
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in rows] == [1, 2, 3, 4]
+    # tracking=wandb (offline): one run id, our composed config (node 0's open) and XTuner's
+    # scalars, one row per logged iteration (mmengine's WandbVisBackend resuming that id)
+    runs = [wandb_run(p) for p in sorted(run.glob("wandb/offline-run-*/run-*.wandb"))]
+    assert {r["id"] for r in runs} == {"run"} and len(runs) == 2, runs
+    assert runs[0]["config"]["launch"]["model"]["engine"] == "xtuner"
+    assert runs[0]["config"]["launch"]["tracking"]["backend"] == "wandb"
+    got = [(h["iter"], h["loss"]) for h in runs[1]["history"] if "loss" in h]
+    assert got == [(m["step"], pytest.approx(m["loss"], rel=1e-6)) for m in rows]
+    assert runs[1]["exit_code"] == 0
     for key in (
         "loss",
         "lr",
@@ -358,6 +370,7 @@ def test_failed_xtuner_run_is_marked_failed(tiny_llava: Path, tmp_path: Path):
         f"data.json_path={broken}",
         f"run_dir={run}",
         f"cache_dir={tmp_path}/c",
+        "tracking=wandb",
     )
     summary = json.loads((run / "summary.json").read_text())
     node_log = (run / "logs" / "node0.log").read_text()
@@ -366,3 +379,28 @@ def test_failed_xtuner_run_is_marked_failed(tiny_llava: Path, tmp_path: Path):
     assert summary["status"] == "failed"
     assert "JSONDecodeError" in summary["reason"], summary["reason"]
     assert r.returncode != 0
+    # the tracked run ends as the attempt did: W&B exit code 1 (node 0's close), not 0
+    last = wandb_run(sorted(run.glob("wandb/offline-run-*/run-*.wandb"))[-1])
+    assert (last["id"], last["exit_code"]) == ("run", 1)
+
+
+def wandb_run(path: Path) -> dict:
+    """An offline W&B run file: its id, config, history rows and exit code."""
+    from test_tracking import wandb_records
+
+    out = {"config": {}, "history": [], "exit_code": None}
+    for rec in wandb_records(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["id"] = rec.run.run_id
+            out["config"] |= {i.key: json.loads(i.value_json) for i in rec.run.config.update}
+        elif kind == "config":
+            out["config"] |= {i.key: json.loads(i.value_json) for i in rec.config.update}
+        elif kind == "history":
+            items = rec.history.item
+            out["history"].append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+            )
+        elif kind == "exit":
+            out["exit_code"] = rec.exit.exit_code
+    return out

@@ -180,10 +180,11 @@ class Reporter:
         if self.tracker:
             self.tracker.log(rec)
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
+        """Close the outputs; ``status`` ends the tracked run (FAILED on an error)."""
         if self.metrics:
             self.metrics.close()
         if self.writer:
             self.writer.close()
         if self.tracker:
-            self.tracker.close()
+            self.tracker.close(status)

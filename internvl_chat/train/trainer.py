@@ -150,7 +150,17 @@ class Trainer:
         return total / max(count, 1.0)
 
     def train(self) -> dict:
-        """Step until ``total_steps``; raises StopRequested after saving on a stop request."""
+        """Step until ``total_steps``; raises StopRequested after saving on a stop request.
+        An error ends the tracked run as FAILED (W&B: exit code 1) before it propagates."""
+        try:
+            return self._train()
+        except StopRequested:
+            raise
+        except BaseException:
+            self.report.close("FAILED")
+            raise
+
+    def _train(self) -> dict:
         a, rep = self.a, self.report
         start = self.maybe_resume()
         rep.start(a.metrics_file, start)
@@ -227,7 +237,7 @@ class Trainer:
         if self.dist.is_main:
             print(f"[train] stop requested: saved checkpoint-{step} at step {step}; "
                   "exiting for requeue", flush=True)  # fmt: skip
-        self.report.close()
+        self.report.close("KILLED")  # the next attempt continues the tracked run
         self.dist.barrier()  # leave together: torchrun stops the others once one rank exits
         raise StopRequested(step, path)
 
