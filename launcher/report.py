@@ -20,6 +20,7 @@ from typing import Any
 
 from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
+from launcher.engines.official.edits import report_section as official_edits
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
 from launcher.plan import Plan
 from launcher.rundir import RunDir
@@ -209,6 +210,7 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
         bits.append(f"verdict: {r.verdict.reason}")
         bits += r.notes
         out.write(f"- **{r.name}**: " + "; ".join(bits) + "\n")
+    out.write(official_edits([r.path for r in rows if r.path.is_dir()]))
     if plots:
         out.write("\n## Plots\n\n" + "".join(f"![{p}]({p})\n" for p in plots))
     return out.getvalue()
