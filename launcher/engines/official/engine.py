@@ -62,6 +62,13 @@ def bf16_as_official(spec: JobSpec) -> bool:
     return spec.hw.precision == "fp32" and not spec.engine_args.get("official_fp32_load")
 
 
+def single_image_data(spec: JobSpec) -> str | None:
+    """Where generated data for the pinned revision goes (None: the data as configured)."""
+    if spec.data.generate == "synthetic" and spec.model.internvl_revision == "pin":
+        return f"{spec.data.dir}-single-image"
+    return None
+
+
 def _code(spec: JobSpec) -> Path:
     """Where the nodes import the official code from: the run dir's edited copy (the
     checkout itself only for a dry run planned away from it)."""
@@ -135,8 +142,19 @@ class OfficialEngine(InternVLEngine):
             )
         return files
 
+    def meta_path(self, spec: JobSpec, run: RunDir) -> str:
+        if single_image_data(spec):
+            return str(Path(single_image_data(spec)) / "meta.json")
+        return super().meta_path(spec, run)
+
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
         steps = list(super().prepare(spec, run, python))
+        if single_image_data(spec):
+            # the pinned code reads one image per sample: generated data without multi-image
+            last = steps[-1]
+            out = single_image_data(spec)
+            argv = (*last.argv[:3], out, *last.argv[4:], "--single-image")
+            steps[-1] = PrepareStep(argv=argv, creates=out)
         llm = (spec.model.make_tiny or {}).get("llm", "internlm2")
         if spec.model.make_tiny and llm in ("internlm2", "qwen2"):
             # what a real checkpoint carries: the InternLM2 tokenizer's remote code, taken
