@@ -55,6 +55,9 @@ def launch(engine: str, a, run: Path, cache: Path, meta: Path) -> dict:
         f"max_steps={a.steps}",
         "data=meta_file",
         f"data.meta_file={meta}",
+        # 8 samples are one step: each step is an epoch, and the official Trainer starts its
+        # loader workers again every epoch (seconds each); both sides load in-process
+        "data.num_workers=0",
         "wait=true",
         f"run_dir={run}",
         f"cache_dir={cache}",

@@ -79,6 +79,9 @@ def train(engine: str, revision: str, run: Path, cache: Path, meta: Path, extra:
         f"max_steps={STEPS}",
         "data=meta_file",
         f"data.meta_file={meta}",
+        # 8 samples are one step: each step is an epoch, and the official Trainer starts its
+        # loader workers again every epoch (seconds each); both sides load in-process
+        "data.num_workers=0",
         "wait=true",
         f"run_dir={run}",
         f"cache_dir={cache}",
