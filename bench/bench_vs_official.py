@@ -58,6 +58,10 @@ def launch(engine: str, a, run: Path, cache: Path, meta: Path) -> dict:
         # 8 samples are one step: each step is an epoch, and the official Trainer starts its
         # loader workers again every epoch (seconds each); both sides load in-process
         "data.num_workers=0",
+        # the official scripts' --group_by_length True: the official LengthGroupedSampler and
+        # ours give the same order (without it HF shards a RandomSampler, ours a
+        # DistributedSampler: other samples on each rank)
+        "data.group_by_length=true",
         "wait=true",
         f"run_dir={run}",
         f"cache_dir={cache}",
