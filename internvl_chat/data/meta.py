@@ -21,9 +21,11 @@ from internvl_chat.data.templates import (
     encode,
     get_template,
     normalize_conversation,
+    official_masks,
     render,
 )
 from internvl_chat.data.tiling import plan_tiles
+from internvl_chat.tokenizer import IMG_END
 
 TEXT_ONLY_SIZE = (224, 224)  # the white dummy image of text-only samples
 
@@ -156,6 +158,9 @@ def conversation_of(row: dict, cfg: DataConfig) -> tuple[list[str], str | None, 
         images = []
     else:
         raise SampleError("'image' must be a path or a list of non-empty paths")
+    for path in images:
+        if not _is_unicode(path):
+            raise SampleError(f"image path {path!r} is not valid Unicode (a lone surrogate)")
     template = get_template(cfg.conv_style, cfg.internvl_revision)
     # official: only a string `image` gets "<image>\n" inserted; a list must carry its tags
     system, turns = normalize_conversation(
@@ -168,15 +173,33 @@ def conversation_of(row: dict, cfg: DataConfig) -> tuple[list[str], str | None, 
     return images, system, turns
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode_conversation(
     system: str | None, turns: list, tiles: list[int], cfg: DataConfig, tokenizer
 ) -> Encoded:
     """Render and tokenize checked turns (see conversation_of) with ``tiles`` per image."""
     template = get_template(cfg.conv_style, cfg.internvl_revision)
+    why = official_masks(template, turns, tokenizer)
+    if why:
+        raise SampleError(why)
     if system is None:
         system = cfg.effective_system_message
     segments = render(template, system, turns)
-    return encode(segments, tokenizer, tiles, cfg.num_image_token, cfg.max_seq_length)
+    enc = encode(segments, tokenizer, tiles, cfg.num_image_token, cfg.max_seq_length)
+    n_end = enc.input_ids.count(tokenizer.convert_tokens_to_ids(IMG_END))
+    if tiles and cfg.internvl_revision == "head" and n_end != len(tiles):
+        raise SampleError(
+            f"{n_end - len(tiles)} literal {IMG_END} in the text beside {len(tiles)} image(s): "
+            "the official code at head asserts one per image and resamples"
+        )
+    return enc
 
 
 def scan_row(

@@ -58,6 +58,10 @@ TEMPLATES = {
 }  # fmt: skip
 
 
+# Official preprocess functions that split the prompt on the end-of-turn token.
+_OFFICIAL_SPLITS_ON_END = frozenset({"Hermes-2", "phi3-chat"})
+
+
 class SampleError(ValueError):
     """A sample that cannot be used (broken data); counted as skipped."""
 
@@ -88,10 +92,7 @@ def normalize_conversation(
     """
     if not isinstance(conversations, list) or not conversations:
         raise SampleError("'conversations' must be a non-empty list")
-    problems = []
-    for k, msg in enumerate(conversations):
-        if not isinstance(msg, dict) or not isinstance(msg.get("value"), str):
-            problems.append(f"conversations[{k}] must be an object with a string 'value'")
+    problems = [p for k, msg in enumerate(conversations) for p in _value_problems(k, msg)]
     if problems:
         raise SampleError("; ".join(problems))
     msgs = [(m.get("from"), m["value"]) for m in conversations]
@@ -137,6 +138,11 @@ def normalize_conversation(
                 "(tokenization mismatch)"
             )
             problems.append(f"empty {turns[empty[0]][0]} value in turn {empty[0]}: {why}")
+    if turns and turns[-1][0] == "human" and template.name in _OFFICIAL_SPLITS_ON_END:
+        problems.append(
+            f"the conversation ends on a human turn: the official {template.name} code masks "
+            "the whole sample (tokenization mismatch)"
+        )
     if not any(role == "gpt" for role, _ in turns):
         problems.append(
             f"the conversation starts with its only gpt turn, which the {template.name} template "
@@ -156,6 +162,58 @@ def normalize_conversation(
     return system, turns
 
 
+def _value_problems(k: int, msg) -> list[str]:
+    """Why conversations[k] cannot be used: not an object, a null or non-string value
+    (official: a crash, a masked sample, or the literal text "None" trained with
+    internvl2_5), or text that is not valid Unicode (a lone surrogate such as "\\ud800": the
+    tokenizer raises and the official dataset resamples)."""
+    if not isinstance(msg, dict) or "value" not in msg:
+        return [f"conversations[{k}] must be an object with a string 'value'"]
+    value = msg["value"]
+    if value is None:
+        return [f"conversations[{k}].value is null (the official code crashes on it, masks the "
+                "sample or trains the literal text 'None', by template)"]  # fmt: skip
+    if not isinstance(value, str):
+        return [f"conversations[{k}].value must be a string, not {type(value).__name__}"]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = value[e.start : e.end].encode("unicode_escape").decode("ascii")
+        return [f"conversations[{k}].value is not valid Unicode: lone surrogate {bad} at "
+                f"character {e.start}"]  # fmt: skip
+    return []
+
+
+def official_masks(template: Template, turns: list[tuple[str, str]], tokenizer) -> str | None:
+    """Why the official MPT-style preprocessing (Hermes-2, internlm2-chat, phi3-chat) would
+    mask every label of these turns, or None. It counts the sample's length as its tokens
+    that are not the pad token, and Hermes-2 / phi3-chat split the text on their end-of-turn
+    token: a value holding the pad token's text (``</s>`` for InternLM2, ``<|endoftext|>``
+    for Qwen2 / Phi-3) or that end token makes its count disagree ("tokenization mismatch").
+    internvl2_5 tokenizes each message on its own and trains such text as written."""
+    if template.per_message:
+        return None
+    marks = [m for m in (tokenizer.pad_token,) if m]
+    if template.name in _OFFICIAL_SPLITS_ON_END:
+        marks.append(template.end)
+    for k, (role, text) in enumerate(turns):
+        found = [m for m in marks if m in text]
+        if found:
+            return (
+                f"{role} turn {k} contains {found[0]!r}: the official {template.name} code "
+                "masks the whole sample (tokenization mismatch)"
+            )
+    return None
+
+
+class ImageMark(str):
+    """The ``<img></img>`` marker render() puts where an ``<image>`` placeholder was; encode()
+    expands only these, so ``<img>`` / ``</img>`` written in the text stay plain tokens."""
+
+
+IMAGE_MARK = ImageMark(IMG_START + IMG_END)
+
+
 def render(template: Template, system: str, turns: list[tuple[str, str]]) -> list[tuple[str, bool]]:
     """Segments ``(text, supervised)``; ``<image>`` in turns is replaced by a compact
     ``<img></img>`` marker, expanded to the real image tokens after tokenization. An empty
@@ -163,12 +221,13 @@ def render(template: Template, system: str, turns: list[tuple[str, str]]) -> lis
     t = template
     segs = [(f"{t.system_header}{system}{t.end}{t.after_end}", False)]
     for role, text in turns:
-        text = text.replace(IMAGE_PLACEHOLDER, IMG_START + IMG_END)
         header = t.user_header if role == "human" else t.assistant_header
         if not text and not t.per_message:
             segs.append((header, False))
         elif role == "human":
-            segs.append((f"{header}{text}{t.end}{t.after_end}", False))
+            parts = f"{header}{text}{t.end}{t.after_end}".split(IMAGE_PLACEHOLDER)
+            for k, part in enumerate(parts):
+                segs += [(IMAGE_MARK, False)] * (k > 0) + [(part, False)] * bool(part)
         else:
             segs.append((header, False))
             segs.append((f"{text}{t.end}", True))
@@ -199,31 +258,34 @@ def encode(
     """
     text = "".join(s for s, _ in segments)
     supervised = bytearray(len(text))
-    pos = 0
+    marks, pos = set(), 0
     for s, sup in segments:
         if sup:
             supervised[pos : pos + len(s)] = b"\x01" * len(s)
+        if isinstance(s, ImageMark):
+            marks.add(pos)
         pos += len(s)
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     ids = enc["input_ids"]
     start_id = tokenizer.convert_tokens_to_ids(IMG_START)
     context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
-    end_id = tokenizer.convert_tokens_to_ids(IMG_END)
-    if ids.count(start_id) != len(image_tiles) or ids.count(end_id) != len(image_tiles):
-        raise SampleError(f"the text itself contains {IMG_START} / {IMG_END} tokens")
-    input_ids, labels, k = [], [], 0
+    if context_id in ids:  # officially more image-context tokens than image features
+        raise SampleError(f"the text itself contains {IMG_CONTEXT} tokens")
+    input_ids, labels, ends = [], [], []
     for tok, (a, b) in zip(ids, enc["offset_mapping"], strict=True):
         input_ids.append(tok)
         labels.append(tok if b > a and supervised[a] else IGNORE_INDEX)
-        if tok == start_id:
-            n = tokens_per_tile * image_tiles[k]
-            k += 1
+        if tok == start_id and a in marks and len(ends) < len(image_tiles):
+            n = tokens_per_tile * image_tiles[len(ends)]
             input_ids.extend([context_id] * n)
             labels.extend([IGNORE_INDEX] * n)
+            ends.append(len(input_ids))  # where this image's IMG_END goes
+    if len(ends) != len(image_tiles):
+        raise SampleError(f"{len(image_tiles)} image(s) but {len(ends)} image marker(s) tokenized")
     n_image_tokens = tokens_per_tile * sum(image_tiles)
     truncated = len(input_ids) > max_seq_length
     if truncated:
-        last_img_end = max((i for i, t in enumerate(input_ids) if t == end_id), default=-1)
+        last_img_end = max(ends, default=-1)
         if last_img_end >= max_seq_length:
             raise SampleDropped(
                 f"image tokens end at position {last_img_end + 1} > max_seq_length "

@@ -9,7 +9,8 @@ head) picks the official code whose system message and edge cases apply (pin = t
 InternVL 1.5 era, seed 000); --system-message replaces the system prompt.
 
 With --json one JSON object is printed; otherwise a readable view in which supervised spans
-are wrapped in [[...]] and runs of <IMG_CONTEXT> are collapsed.
+are wrapped in [[...]] and runs of <IMG_CONTEXT> are collapsed. A sample that training would
+skip or drop prints ``error: FILE:LINE: reason`` (validate_data's words) and exits 1.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def inspect_sample(meta_path, model_dir, index: int, tokenizer=None, **overrides
         repeat = int(entry.repeat_time) if entry.repeat_time > 1 else 1
         if remaining < len(lines) * repeat:
             line, text = lines[remaining % len(lines)]
-            info, enc = scan_sample(line, text, entry, cfg, tokenizer)
+            where = f"{entry.annotation}:{line}"
+            try:
+                info, enc = scan_sample(line, text, entry, cfg, tokenizer)
+            except SampleDropped as e:  # the same words as validate_data
+                raise SampleDropped(f"{where}: dropped in training: {e}") from e
+            except SampleError as e:
+                raise SampleError(f"{where}: {e}") from e
             return {
                 "dataset": entry.name,
                 "annotation": str(entry.annotation),

@@ -2,9 +2,10 @@
 
 Checks a whole InternVL-format data set before a job is submitted and prints every problem
 as ``file:line: reason`` (meta-file problems as ``meta.json: name: reason``): bad JSON,
-missing or unreadable images, wrong roles / alternation, ``<image>`` count vs images, video
-samples, samples that would be truncated (dropped when image tokens would be cut), non-.jsonl
-annotations. Exit status 1 if anything is wrong, else 0 with a one-line summary.
+missing or unreadable images, wrong roles / alternation, ``<image>`` count vs images, null
+values or text that is not valid Unicode, samples the official code would not train (see
+docs/DIFFERENCES.md), video samples, samples that would be truncated (dropped when image
+tokens would be cut), non-.jsonl annotations. Exit status 1 if anything is wrong, else 0 with a one-line summary.
 
 Tiling and template come from MODEL_DIR/config.json (overridable by flags), the tokenizer
 from MODEL_DIR. --revision (default head) checks the samples as the official code at that

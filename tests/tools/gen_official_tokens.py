@@ -1,21 +1,26 @@
 """Token ids and labels the OFFICIAL InternVL preprocessing gives for tests/expected/official_tokens/samples.json.
 
-`.venv/bin/python tests/tools/gen_official_tokens.py --internvl-root DIR --revision pin|head`
+`.venv/bin/python tests/tools/gen_official_tokens.py --internvl-root DIR --revision pin|head|head_gpt_oss`
 
 DIR is an OpenGVLab/InternVL checkout (or a copy holding at least
 ``internvl_chat/internvl/{conversation.py,train/dataset.py,train/constants.py}``); nothing of
 it is vendored here. Its preprocess functions are imported and called with the project's
 tiny tokenizers (``internvl_chat.tokenizer.save_tiny_tokenizer``, the same objects our
-pipeline uses). Only imports those functions never use are stubbed when missing
+pipeline uses). Only imports those functions never use are stubbed when missing or broken
 (torchvision, cv2, imageio, decord); the tokenisation and masking code runs as written.
 
-The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py, read
-at 0556aa8e for pin and b9b1bb86 for head:
+``head_gpt_oss`` is the second tree of the newest commit, ``internvl_chat_gpt_oss/``, from
+which InternVL3.5 (Qwen3) is fine-tuned: the same ``preprocess_internvl2_5``, but its
+finetune script also tags untagged image lists.
+
+The per-sample steps of the official ``LazySupervisedDataset`` (internvl_chat_finetune.py at
+764fdc9 for pin and 2410d1d for head and head_gpt_oss:
 choose the preprocess function by template, prepend ``"<image>\\n"`` to the first entry of a
 single-image sample, the multi-image path with ``num_image``, the text-only path, and
 HEAD's ``</img>`` count asserts) live in that training script, which imports the whole model
 stack; they are mirrored in :func:`official_sample` line for line.
 
+``--source TEXT`` records what DIR is (e.g. the commit) in the JSON's ``source`` field.
 Writes tests/expected/official_tokens/<revision>.json (``--out`` to change): per case
 (sample x template + tokenizer) either ``input_ids`` + ``labels``, or ``all_masked`` (the
 official code trains on nothing: its "tokenization mismatch" path), or ``rejected`` (it
@@ -40,7 +45,8 @@ EXPECTED = REPO / "tests" / "expected" / "official_tokens"
 TOKENS_PER_TILE = 4  # the tiny models: 56 px tiles, patch 14, pixel shuffle 0.5
 MAX_LENGTH = 4096
 # (template, tiny tokenizer family) pairs, as the shipped checkpoints pair them; internvl2_5
-# is checked with a BOS-less (Qwen2.5) and a BOS-adding (InternLM2.5) tokenizer.
+# is checked with a BOS-less (Qwen2) and a BOS-adding (InternLM2.5) tokenizer, and with the
+# Qwen2.5 (InternVL2.5/3) and Qwen3 (InternVL3.5) added tokens (tests/tools/chatml_tokenizers.py).
 PAIRS = {
     "pin": [("internlm2-chat", "internlm2"), ("Hermes-2", "qwen2"), ("phi3-chat", "phi3")],
     "head": [
@@ -49,8 +55,13 @@ PAIRS = {
         ("phi3-chat", "phi3"),
         ("internvl2_5", "qwen2"),
         ("internvl2_5", "internlm2"),
+        ("internvl2_5", "qwen2_5"),
+        ("internvl2_5", "qwen3"),
     ],
+    # InternVL3.5 (Qwen3) trains from the second tree, internvl_chat_gpt_oss/, at 2410d1d
+    "head_gpt_oss": [("internvl2_5", "qwen3")],
 }
+TREES = {"pin": "internvl_chat", "head": "internvl_chat", "head_gpt_oss": "internvl_chat_gpt_oss"}
 PREPROCESS = {
     "Hermes-2": "preprocess_mpt",
     "internlm2-chat": "preprocess_internlm",
@@ -66,8 +77,8 @@ def stub_unused_imports() -> None:
         try:
             importlib.import_module(name)
             continue
-        except ImportError:
-            pass
+        except Exception:  # missing, or broken (PyPI's CUDA torchvision on a CPU torch)
+            sys.modules.pop(name, None)
         mod = types.ModuleType(name)
         mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
         sys.modules[name] = mod
@@ -85,21 +96,36 @@ def stub_unused_imports() -> None:
             mod.VideoReader = object
 
 
-def load_official(root: Path):
-    """The official ``internvl.train.dataset`` module from ROOT/internvl_chat."""
-    sys.path.insert(0, str(root / "internvl_chat"))
+def load_official(root: Path, revision: str = "head"):
+    """The official ``internvl.train.dataset`` module from ROOT/<tree of revision>. The
+    gpt_oss tree takes its templates from ``internvl.model.internvl_chat.conversation``,
+    whose package __init__ imports the whole model: the packages are registered bare so
+    only conversation.py runs, and its ceph reader (mmengine) is stubbed."""
+    tree = root / TREES[revision]
+    sys.path.insert(0, str(tree))
     stub_unused_imports()
+    if revision == "head_gpt_oss":
+        for name in ("internvl", "internvl.model", "internvl.model.internvl_chat"):
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(tree.joinpath(*name.split(".")))]
+            sys.modules[name] = pkg
+        s3 = types.ModuleType("internvl.utils.s3_fileio")  # its ceph client needs mmengine
+        s3.Client = object
+        sys.modules["internvl.utils.s3_fileio"] = s3
     return importlib.import_module("internvl.train.dataset")
 
 
 def tokenizers(tmp: Path) -> dict:
+    """The tiny tokenizers by family, loaded as our pipeline loads them."""
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(Path(__file__).parent))
+    from chatml_tokenizers import FAMILIES, save_chatml_tokenizer
+
     from internvl_chat.tokenizer import load_tokenizer, save_tiny_tokenizer
 
-    return {
-        fam: load_tokenizer(save_tiny_tokenizer(tmp / fam, fam), model_max_length=MAX_LENGTH)
-        for fam in ("internlm2", "qwen2", "phi3")
-    }
+    paths = {fam: save_tiny_tokenizer(tmp / fam, fam) for fam in ("internlm2", "qwen2", "phi3")}
+    paths.update({fam: save_chatml_tokenizer(tmp / fam, fam) for fam in FAMILIES})
+    return {fam: load_tokenizer(path, model_max_length=MAX_LENGTH) for fam, path in paths.items()}
 
 
 def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict:
@@ -114,10 +140,18 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
         return TOKENS_PER_TILE * n if revision == "pin" else [TOKENS_PER_TILE * n]
 
     end_id = tok.convert_tokens_to_ids("</img>")
+    # the gpt_oss tree tags the first entry, or the second when the first VALUE is "system"
+    first = int(item["conversations"][0]["value"] == "system") if revision == "head_gpt_oss" else 0
     if "image" in item and len(item["image"]) != 0:
         if revision == "pin":  # pin knows one image only: a list fails right here
             item["image"].startswith("s3://")
         if isinstance(item["image"], list):
+            if (
+                revision == "head_gpt_oss"
+                and "<image>" not in item["conversations"][first]["value"]
+            ):
+                tags = "<image>\n" * len(item["image"])  # the gpt_oss tree tags lists too
+                item["conversations"][first]["value"] = tags + item["conversations"][first]["value"]
             ret = preprocess(
                 template, [copy.deepcopy(item["conversations"])], tok,
                 [TOKENS_PER_TILE * n for n in tiles], group_by_length=True,
@@ -126,13 +160,14 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
             n = int((ret["input_ids"][0] == end_id).sum())
             assert n == len(item["image"]), "image tokens are truncated, this dataset is samples"
         else:
-            if "<image>" not in item["conversations"][0]["value"]:
-                item["conversations"][0]["value"] = "<image>\n" + item["conversations"][0]["value"]
+            if "<image>" not in item["conversations"][first]["value"]:
+                value = item["conversations"][first]["value"]
+                item["conversations"][first]["value"] = "<image>\n" + value
             ret = preprocess(
                 template, [copy.deepcopy(item["conversations"])], tok, tokens(tiles[0]),
                 group_by_length=True, ds_name="samples",
             )  # fmt: skip
-            if revision == "head":
+            if revision != "pin":
                 n = int((ret["input_ids"][0] == end_id).sum())
                 assert n == 1, "image tokens are truncated, this dataset is samples"
     else:
@@ -147,7 +182,9 @@ def official_sample(ds, revision: str, template: str, sample: dict, tok) -> dict
     return {"input_ids": ids, "labels": labels}
 
 
-def generate(root: Path, revision: str) -> dict:
+def generate(root: Path, revision: str, source_text: str | None = None, toks=None) -> dict:
+    """The official result of every case; ``toks`` (family -> tokenizer) replaces our tiny
+    tokenizers, and only the pairs of its families are run."""
     samples = json.loads((EXPECTED / "samples.json").read_text(encoding="utf-8"))
     source = root / "SOURCE.txt"
     out = {
@@ -156,15 +193,16 @@ def generate(root: Path, revision: str) -> dict:
             f".venv/bin/python tests/tools/gen_official_tokens.py --internvl-root DIR "
             f"--revision {revision}"
         ),
-        "source": source.read_text(encoding="utf-8") if source.exists() else "a git checkout",
+        "source": source_text
+        or (source.read_text(encoding="utf-8") if source.exists() else "a git checkout"),
         "tokens_per_tile": TOKENS_PER_TILE,
         "max_length": MAX_LENGTH,
         "cases": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        toks = tokenizers(Path(tmp))
-        ds = load_official(root)
-        for template, family in PAIRS[revision]:
+        toks = toks or tokenizers(Path(tmp))
+        ds = load_official(root, revision)
+        for template, family in [p for p in PAIRS[revision] if p[1] in toks]:
             for sample in samples:
                 try:
                     result = official_sample(ds, revision, template, sample, toks[family])
@@ -189,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--internvl-root", required=True, type=Path)
     p.add_argument("--revision", required=True, choices=sorted(PAIRS))
     p.add_argument("--out", type=Path)
+    p.add_argument("--source", help="what DIR is (recorded in the JSON's source field)")
     a = p.parse_args(argv)
-    data = generate(a.internvl_root, a.revision)
+    data = generate(a.internvl_root, a.revision, a.source)
     out = a.out or EXPECTED / f"{a.revision}.json"
     out.write_text(dump(data), encoding="utf-8")
     kinds = [("rejected" in c) * "rejected" or ("all_masked" in c) * "all_masked" or "tokens"
