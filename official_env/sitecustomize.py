@@ -13,7 +13,12 @@ only fills gaps of a CPU machine, each hooked to the import of the module it con
   `inference_all_reduce`) is marked incompatible, DeepSpeed's own no-op path, as our trainer
   does (internvl_chat/train/distributed.py: skip_cpu_shm_build).
 
-On a CUDA machine with a matching torchvision none of this changes anything but the cache path.
+* DeepSpeed 0.14.4 predates torch's `weights_only=True` default of `torch.load`, and its own
+  checkpoints (optimizer states pickling `LossScaler`, ...) are refused on resume ("Weights
+  only load failed"): TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, torch's switch back to the old
+  default where a caller does not choose, for the run's own checkpoints.
+
+On a CUDA machine with a matching torchvision only the cache path and the load default apply.
 VLM_OFFICIAL_SHIM=0 switches the shim off.
 """
 
@@ -82,4 +87,5 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 if os.environ.get("VLM_OFFICIAL_SHIM", "1") != "0":
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     sys.meta_path.insert(0, _PatchOnImport())
