@@ -26,6 +26,7 @@ from launcher import compose
 from launcher.checkpoints import newest_hf_checkpoint
 from launcher.node import Rendezvous, free_port, run_node
 from launcher.pipeline import run
+from launcher.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO.parent / "shared" / "upstream"
@@ -82,7 +83,7 @@ def test_preempted_official_run_resumes_from_its_checkpoint(tmp_path: Path):
     assert run_node(str(run_dir), Rendezvous(0, 1, "127.0.0.1", free_port())) == 0
     log = (run_dir / "logs" / "node0.log").read_text()
     assert f"resuming from {run_dir}/output/checkpoint-3 (--resume_from_checkpoint)" in log
-    resumed = json.loads((run_dir / "train_args_resume.json").read_text())
+    resumed = json.loads(RunDir(run_dir).train_args_resume_json.read_text())
     assert resumed["resume_from_checkpoint"] == str(run_dir / "output" / "checkpoint-3")
     rows = metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
