@@ -93,7 +93,7 @@ def test_preempted_official_run_resumes_from_its_checkpoint(tmp_path: Path):
         [sys.executable, "launch.py", "status", str(run_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert "completed" in status.stdout, status.stdout + status.stderr
+    assert status.stdout.startswith("COMPLETED"), status.stdout + status.stderr
     assert list((run_dir / "output" / "runs").glob("*/events.out.tfevents.*"))  # TensorBoard
 
 
