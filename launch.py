@@ -4,6 +4,7 @@
     python launch.py model=internvl_20b hw=a800 nodes=4 cluster=slurm dry_run=true run_dir=DIR
     python launch.py -m per_device_batch_size=1,2,4 gradient_accumulation_steps=4,8  # sweep
     python launch.py status|logs|cancel|report PATH...
+    python launch.py resume RUN_DIR [key=value ...]    # continue from the newest checkpoint
 
 Compose (Hydra) -> check -> plan -> write the run dir -> dispatch; see docs/DESIGN.md.
 """
@@ -17,6 +18,10 @@ VERBS = ("status", "logs", "cancel", "report")
 
 def main() -> int:
     argv = sys.argv[1:]
+    if argv and argv[0] == "resume":
+        from launcher.resume import main as resume_main
+
+        return resume_main(argv[1:])
     if argv and argv[0] in VERBS:
         from launcher.jobctl import main as jobctl_main
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import site
+from launcher import generations, site, tracking
+from launcher.bounds import bounds, too_big
 from launcher.derive import Derived, derive
 from launcher.engines import get_engine
 from launcher.preflight import DataPreflight, data_preflight, memory_estimate, memory_problem
@@ -51,7 +52,7 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
     est = None
     if derived is not None:
-        problems += get_engine(spec.model.engine).check(spec, derived)
+        problems += get_engine(spec.model.engine).check(spec, derived) + tracking.check(spec)
         est = memory_estimate(spec, derived)
         too_big = memory_problem(spec, derived, est)
         if est is not None:
@@ -86,18 +87,16 @@ def lookup(spec: Any, dotted: str) -> Any:
 
 def _rules(spec: JobSpec) -> tuple[Derived | None, list[Problem], list[str]]:
     """The settings' own rules: (derived numbers or None, problems, warnings)."""
-    problems: list[Problem] = []
+    problems: list[Problem] = bounds(spec)
     warnings: list[str] = []
-    if spec.nodes < 1:
-        problems.append(Problem("nodes", f"must be >= 1, got {spec.nodes}"))
-    if spec.hw.devices_per_node < 1:
-        problems.append(Problem("hw.devices_per_node", "must be >= 1"))
+    if too_big(spec):  # nothing sized by nodes or devices may be built from them
+        return None, problems, warnings
     derived, batch_problems = derive(spec)
     batch = None if derived is None else derived.global_batch_size
     problems += batch_problems
     problems += _check_hw(spec)
     problems += _check_parallelism(spec)
-    problems += _check_model(spec)
+    problems += _check_model(spec) + generations.check(spec)
     problems += _check_benchmark(spec, batch)
     missing = _missing_paths(spec)
     if spec.dry_run:

@@ -100,6 +100,12 @@ def last_step(output_dir: str | Path, engine: str) -> int | None:
     if engine == "xtuner":
         p = newest_xtuner_checkpoint(output_dir)
         return None if p is None else int(_ITER.match(p.name).group(1))
+    if engine == "mindspeed":
+        # Megatron names its newest save in a tracker file: an iteration, or `release` (the
+        # converted weights, step 0)
+        tracker = Path(output_dir) / "latest_checkpointed_iteration.txt"
+        text = tracker.read_text().strip() if tracker.is_file() else ""
+        return int(text) if text.isdigit() else None
     if engine == "internvl_official":
         p = newest_hf_checkpoint(output_dir)
         return None if p is None else int(_CKPT.match(p.name).group(1))

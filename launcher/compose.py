@@ -23,7 +23,7 @@ from launcher.spec import ConfigError, Problem
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 defaults.register()  # base/{model,data,cluster,job}: the dataclass defaults (launcher/defaults.py)
-GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark")
+GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark", "tracking")
 
 _UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'|Key '([^']+)' is not in struct")
 _MISSING_OPTION = re.compile(r"Could not find '([^/']+)/([^']+)'")

@@ -15,10 +15,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from launcher.spec import ClusterSpec, DataSpec, JobSpec, ModelSpec
+from launcher.tracking import TrackingSpec
 
-BASES: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "cluster": ClusterSpec}
+BASES: dict[str, type] = {
+    "model": ModelSpec,
+    "data": DataSpec,
+    "cluster": ClusterSpec,
+    "tracking": TrackingSpec,
+}
 # JobSpec's own settings; its config groups come from conf/config.yaml's defaults list.
-GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark")
+GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark", "tracking")
 # Defaults that depend on the environment, resolved when the config is (OmegaConf resolvers).
 YAML_OWN: dict[str, dict[str, Any]] = {
     "model": {"mindspeed_root": "${oc.env:MINDSPEED_MM_ROOT,/opt/MindSpeed-MM}"},

@@ -54,10 +54,10 @@ def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
     )
     executor.update_parameters(**plan.slurm)
     if plan.slurm.get("time") is None:
-        # No --time: the partition's limit applies. submitit still wants a number to tell a
-        # time-out from a preemption when USR2 arrives: the partition's, else "never".
+        # No --time: the partition's DefaultTime (else MaxTime) applies. submitit still wants
+        # a number to tell a time-out from a preemption when USR2 arrives: that, else "never".
         part = site.partition_info(spec.cluster.partition)
-        limit = part.time_limit_min if part is not None else None
+        limit = part.applies_min if isinstance(part, site.Partition) else None
         executor.requeue_timeout_min = limit or 10**7
     job = executor.submit(NodeTask(str(run.root)))
     submitted = run.submitit_dir / f"{job.job_id}_submission.sh"

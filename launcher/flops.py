@@ -10,7 +10,8 @@ Model FLOPs (PaLM-style, no recompute counted; shared/specs/performance_and_reli
         forward 2N plus activation gradients 2N; no weight gradients. Attention has no weights,
         so its backward is all activation gradients and stays in full.
     frozen LLM, nothing upstream trainable: 2N + attn/3 (forward only)
-  h_kv = h * kv_heads / heads. Embedding lookups cost nothing; the LM head is a matmul.
+  h_kv = h * kv_heads / heads. With a head_dim apart from h / heads (Qwen3) the attention
+  width a = heads * head_dim replaces h in q/o (2*h*a) and in attn, and h_kv = kv_heads * head_dim. Embedding lookups cost nothing; the LM head is a matmul.
 - ViT, per tile of T tokens (T = (image/patch)^2 + 1 for CLS; 1025 at 448px/14):
     forward = 2 * N_vit * T + 4 * L_v * T^2 * h_v        (full, non-causal attention)
     trainable: 3 x forward;  frozen: forward only (nothing upstream of it needs gradients).
@@ -39,22 +40,32 @@ class LlmArch:
     kv_heads: int
     intermediate: int
     vocab: int
+    head_dim: int = 0
+    """0: hidden // heads."""
+
+    @property
+    def attn_hidden(self) -> int:
+        """Width of the query / attention output: heads * head_dim (hidden unless head_dim says)."""
+        return self.heads * self.head_dim if self.head_dim else self.hidden
 
     @property
     def kv_hidden(self) -> int:
-        return self.hidden * self.kv_heads // self.heads
+        return self.attn_hidden * self.kv_heads // self.heads
+
+    @property
+    def layer_params(self) -> int:
+        h, a, hkv, i = self.hidden, self.attn_hidden, self.kv_hidden, self.intermediate
+        return 2 * h * a + 2 * h * hkv + 3 * h * i
 
     @property
     def matmul_params(self) -> int:
         """N of the 6N rule: every weight a token's activations are multiplied by."""
-        h, hkv, i = self.hidden, self.kv_hidden, self.intermediate
-        return self.layers * (2 * h * h + 2 * h * hkv + 3 * h * i) + h * self.vocab
+        return self.layers * self.layer_params + self.hidden * self.vocab
 
     @property
     def largest_layer_params(self) -> int:
         """Largest single parameter tensor group DeepSpeed ZeRO-3 gathers at once (the embedding)."""
-        h = self.hidden
-        return max(h * self.vocab, 2 * h * h + 2 * h * self.kv_hidden + 3 * h * self.intermediate)
+        return max(self.hidden * self.vocab, self.layer_params)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,7 +155,7 @@ def llm_flops_per_token(llm: LlmArch, seq_len: float, *, trainable: str = "full"
     """Model FLOPs per LLM token. trainable: "full" | "activations" (frozen, grads flow
     through to a trainable part upstream) | "none" (forward only)."""
     n = llm.matmul_params
-    attn_fwd = 2 * llm.layers * llm.hidden * seq_len  # QK^T and AV, causal half
+    attn_fwd = 2 * llm.layers * llm.attn_hidden * seq_len  # QK^T and AV, causal half
     if trainable == "full":
         return 6 * n + 3 * attn_fwd
     if trainable == "activations":
@@ -210,7 +221,7 @@ def dims_from_config(model: Mapping[str, Any]) -> ModelDims:
     missing = [f"model.dims.llm.{k}" for k in need if not llm.get(k)]
     if missing:
         raise ValueError("cannot count FLOPs; set " + ", ".join(missing))
-    llm_arch = LlmArch(**{k: int(llm[k]) for k in need})
+    llm_arch = LlmArch(**{k: int(llm[k]) for k in need}, head_dim=int(llm.get("head_dim") or 0))
     image, patch = int(model.get("force_image_size", 448)), int(model.get("patch_size", 14))
     grid = image // patch
     vit_arch = None

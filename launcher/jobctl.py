@@ -1,7 +1,9 @@
 """python launch.py status|logs|cancel|report PATH...
 
-PATH is a run dir or a sweep dir (a folder of run dirs). Works without sacct: squeue for
-jobs still queued or running, the run dir's summary.json for jobs that ended.
+PATH is a run dir, a sweep dir, or a folder of runs (`status runs/`: a table, newest first).
+`status --watch [--interval S]` refreshes (every 5 s) until the jobs ended; `logs RUN -f [--node R]`
+follows node R's log until the job ends. Works without sacct: squeue for jobs still queued or
+running, the run dir's summary.json for jobs that ended.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from launcher.dispatch import _pid_alive, squeue_state
 from launcher.rundir import RunDir
+from launcher.settings import point_settings
 
 
 def run_dirs(paths: list[str]) -> list[RunDir]:
@@ -61,7 +64,8 @@ def progress(run: RunDir) -> dict:
         found = diagnose(run)
         failure = found.failure_class if found else None
     return {
-        "requeues": len(run.requeues()),
+        "requeues": run.requeues_total(),
+        "attempt": run.attempt(),
         "checkpoint": last_step(run.output_dir, engine),
         "metrics_step": rows[-1].get("step") if rows else None,
         "failure_class": failure,
@@ -69,27 +73,91 @@ def progress(run: RunDir) -> dict:
 
 
 ENDED = {"ENDED-WITHOUT-SUMMARY"}
+LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+        "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT"}  # fmt: skip
+"""squeue states of a job that is still queued or running (RUNNING: a local job's pid)."""
 
 
-def cmd_status(runs: list[RunDir]) -> int:
+def status_text(runs: list[RunDir]) -> tuple[str, bool]:
+    """What `status` prints for these runs, and whether every one of them has ended. Each run
+    gets its line, then indented lines from each of STATUS_DETAILS."""
+    out, ended = [], True
     for run in runs:
         job = json.loads(run.job_json.read_text()) if run.job_json.exists() else {}
         summary = run.summary() or {}
         ident = job.get("job_id") or job.get("pid") or "-"
+        st = state(run)
+        ended = ended and st not in LIVE
         p = progress(run)
         extra = f" requeues={p['requeues']} checkpoint={_dash(p['checkpoint'])}"
         extra += f" metrics_step={_dash(p['metrics_step'])}"
+        extra += f" attempt={p['attempt']}" if p["attempt"] > 1 else ""
         loss = summary.get("final_loss")
         if loss is not None:
             extra += f" steps={summary.get('steps')} final_loss={loss:.4f}"
         if p["failure_class"]:
             extra += f" failure={p['failure_class']}"
-        print(f"{state(run):<22} {ident!s:<10} {run.root}{extra}")
-    return 0
+        extra += point_settings(run.root)  # a sweep point: the settings that differ
+        out.append(f"{st:<22} {ident!s:<10} {run.root}{extra}")
+        out += [f"  {line}" for detail in STATUS_DETAILS for line in detail(run, st)]
+    return "\n".join(out), ended
+
+
+def _live_progress(run: RunDir, st: str) -> list[str]:
+    from launcher.progress import progress_lines
+
+    return progress_lines(run) if st == "RUNNING" else []
+
+
+STATUS_DETAILS = [_live_progress]
+"""(run, state) -> lines shown under the run's status line; add one function per topic."""
+
+
+def cmd_status(paths: list[str], runs: list[RunDir], watch: float | None) -> int:
+    """Run dirs and sweep dirs line by line; a folder of runs (no sweep.jsonl) as a table."""
+    from launcher.progress import runs_table
+
+    tables = [x for x in paths if _is_runs_folder(x)]
+    single = [r for x in paths if x not in tables for r in RunDir.under(x)]
+
+    def render() -> tuple[str, bool]:
+        text, ended = status_text(single) if single else ("", True)
+        found = [r for folder in tables for r in RunDir.under(folder)]
+        if found:
+            text += ("\n" if text else "") + runs_table(found, state)
+            ended = ended and all(state(r) not in LIVE for r in found)
+        return text, ended
+
+    if watch is None:
+        print(render()[0])
+        return 0
+    from launcher.progress import watch as watching
+
+    return watching(render, watch)
+
+
+def _is_runs_folder(path: str) -> bool:
+    p = Path(path)
+    return not RunDir(p).plan_json.exists() and not (p / "sweep.jsonl").exists()
 
 
 def _dash(value) -> str:
     return "-" if value is None else str(value)
+
+
+def cmd_follow(runs: list[RunDir], lines: int, node: int) -> int:
+    """`logs RUN -f [--node R]`: node R's log as it grows, until the job ends."""
+    from launcher.progress import follow
+
+    if len(runs) != 1:
+        print(f"logs -f follows one run, got {len(runs)}", file=sys.stderr)
+        return 2
+    run = runs[0]
+    nodes = json.loads(run.plan_json.read_text()).get("nodes", 1)
+    if not 0 <= node < nodes:
+        print(f"--node {node}: the run has nodes 0..{nodes - 1}", file=sys.stderr)
+        return 2
+    return follow(run.node_log(node), lines, lambda: state(run) in LIVE)
 
 
 def cmd_logs(runs: list[RunDir], lines: int) -> int:
@@ -151,6 +219,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("verb", choices=["status", "logs", "cancel", "report"])
     p.add_argument("paths", nargs="+")
     p.add_argument("-n", "--lines", type=int, default=20, help="logs: lines per node log")
+    p.add_argument("-f", "--follow", action="store_true", help="logs: follow until the job ends")
+    p.add_argument("--node", type=int, default=0, help="logs -f: which node's log (rank)")
+    p.add_argument("--watch", action="store_true", help="status: refresh until the jobs end")
+    p.add_argument("--interval", type=float, default=5.0, help="status --watch: seconds")
     p.add_argument("--gpus", type=int, help="report on a bare log: number of devices")
     p.add_argument("--seq-len", type=int, help="report on a bare log: sequence length")
     p.add_argument("--global-batch-size", type=int, help="report on a bare log: global batch")
@@ -167,7 +239,8 @@ def main(argv: list[str]) -> int:
     if not runs:
         p.exit(1, f"{a.verb}: no run dirs (a folder with plan.json) in {' '.join(a.paths)}\n")
     if a.verb == "status":
-        return cmd_status(runs)
+        watch = a.interval if a.watch else None
+        return cmd_status([x for x in a.paths if x not in missing], runs, watch)
     if a.verb == "logs":
-        return cmd_logs(runs, a.lines)
+        return cmd_follow(runs, a.lines, a.node) if a.follow else cmd_logs(runs, a.lines)
     return cmd_cancel(runs)

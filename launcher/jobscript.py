@@ -26,12 +26,14 @@ def node_python(spec: JobSpec) -> str:
     return site.node_python(spec)[0]
 
 
-def _env_setup_lines(spec: JobSpec) -> list[str]:
-    """Shell lines every node runs first: the site's setup, then our code on PYTHONPATH."""
+def _env_setup_lines(spec: JobSpec, run: RunDir) -> list[str]:
+    """Shell lines every node runs first: the site's setup, then our code on PYTHONPATH: the
+    copy in the run dir (launcher.snapshot), so edits to the checkout after submit are not run."""
+    code = shlex.quote(str(run.code_dir))
     return [
         *spec.cluster.setup,
-        f"cd {shlex.quote(str(REPO))}",
-        f"export PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}}",
+        f"cd {code}",
+        f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}",
     ]
 
 
@@ -49,7 +51,7 @@ def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
         "signal_delay_s": c.signal_delay_s,
         "stderr_to_stdout": True,
         "setup": [
-            *_env_setup_lines(spec),
+            *_env_setup_lines(spec, run),
             # a requeued attempt: stop here if the run did not ask for it (Slurm requeues a
             # job whose node went down itself), before any node starts
             f'if [ "${{SLURM_RESTART_COUNT:-0}}" != 0 ]; then '
@@ -115,7 +117,7 @@ def render_sbatch(spec: JobSpec, run: RunDir, python: str) -> str:
 def render_job_sh(spec: JobSpec, run: RunDir, python: str) -> str:
     """The payload for cluster=local (processes on this machine) and cluster=wrapper (srun)."""
     lines = ["#!/bin/bash", f"# {spec.cluster.kind} dispatch of {run.root}", "set -uo pipefail"]
-    lines += _env_setup_lines(spec)
+    lines += _env_setup_lines(spec, run)
     node = [python, "-u", "-m", "launcher.node", str(run.root)]
     if spec.cluster.kind == "wrapper":
         c, hw = spec.cluster, spec.hw

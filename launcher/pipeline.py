@@ -10,11 +10,13 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import compose as composing
+from launcher import snapshot
 from launcher.check import Checked, check
 from launcher.dispatch import dispatch, wait
 from launcher.jobscript import REPO, sbatch_flags
 from launcher.plan import Plan, make_plan
 from launcher.rundir import RunDir
+from launcher.settings import overrides_record
 from launcher.spec import ConfigError, JobSpec, Problem, to_spec
 
 
@@ -37,10 +39,14 @@ def to_checked_spec(
     return spec, checked
 
 
-def plan_checked(cfg: DictConfig, spec: JobSpec, checked: Checked) -> Plan:
-    """The plan stage, with the resolved config and where it came from."""
+def plan_checked(
+    cfg: DictConfig, spec: JobSpec, checked: Checked, code: snapshot.Snapshot | None = None
+) -> Plan:
+    """The plan stage, with the resolved config and where it came from (`code`: the snapshot
+    the nodes will run, taken now if not given)."""
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(composing.to_container(cfg)))
-    return make_plan(spec, checked, config_yaml, provenance(config_yaml))
+    code = code or snapshot.take(REPO)
+    return make_plan(spec, checked, config_yaml, {**provenance(config_yaml), **code.provenance()})
 
 
 def plan_from_config(
@@ -67,11 +73,20 @@ def provenance(config_yaml: str) -> dict[str, str | bool | None]:
 
 
 def run(
-    cfg: DictConfig, problems: list[Problem] | None = None, *, sweep_point: bool = False
+    cfg: DictConfig,
+    problems: list[Problem] | None = None,
+    *,
+    sweep_point: bool = False,
+    applied: list[str] | None = None,
+    differs: list[str] | None = None,
 ) -> int:
-    """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status."""
+    """Plan, write the run dir, and (unless dry_run) dispatch. Returns an exit status.
+
+    `applied`: the overrides Hydra applied, recorded in overrides.yaml with the command line
+    (and, for a sweep point, `differs`: its overrides that differ between points)."""
     spec, checked = to_checked_spec(cfg, problems, memory_is_fatal=sweep_point)  # spec, check
-    plan = plan_checked(cfg, spec, checked)  # plan
+    code = snapshot.take(REPO)  # what the nodes will run, whatever the checkout becomes
+    plan = plan_checked(cfg, spec, checked, code)  # plan
     print(
         f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
     )
@@ -82,7 +97,9 @@ def run(
     for w in plan.warnings:
         print(f"[launch] warning: {w}")
     run_dir = RunDir(plan.run_dir)
-    run_dir.materialize(plan.files)  # write
+    record = overrides_record(sys.argv, applied or [], differs)
+    files = {**plan.files, run_dir.relative(run_dir.overrides_yaml): record}
+    run_dir.materialize(files, code.files)  # write
     if spec.dry_run:
         print(f"[launch] dry run: plan written to {run_dir.root} (nothing submitted)")
         return 0
@@ -103,7 +120,7 @@ def run(
 def main(overrides: list[str]) -> int:
     try:
         cfg, problems = composing.compose(overrides)
-        return run(cfg, problems)
+        return run(cfg, problems, applied=overrides)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from launcher import site
+from launcher import site, tracking
 from launcher.derive import Derived
 from launcher.engines import get_engine
 from launcher.engines.base import NodeLaunch, PrepareStep
@@ -247,8 +247,9 @@ def make_plan(
     engine = get_engine(spec.model.engine)
     python = node_python(spec)
     files = {"config.yaml": config_yaml, **engine.files(spec, derived, run)}
+    env = tracking.env(spec.tracking, run)  # what W&B / MLflow read on the nodes
     nodes = tuple(
-        _with_env(engine.node_launch(spec, derived, run, r, python), reliability_env(spec))
+        _with_env(engine.node_launch(spec, derived, run, r, python), reliability_env(spec) | env)
         for r in range(spec.nodes)
     )
     # the data pre-flight, when it runs on node 0, comes after the steps that build the model

@@ -19,6 +19,7 @@ from launcher import site
 from launcher.derive import Derived
 from launcher.engines.base import PrepareStep
 from launcher.engines.internvl import meta_entries
+from launcher.generations import packed_row
 from launcher.jobscript import REPO, node_python
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
@@ -39,6 +40,10 @@ def memory_estimate(spec: JobSpec, derived: Derived):
         return None
     m = spec.model
     tokens, basis = sample_tokens(spec)
+    seq_len, tiles = spec.seq_len, m.max_tiles
+    if (row := packed_row(spec)) is not None:  # a micro-batch sample is a whole packed row
+        tokens, tiles, basis = row
+        seq_len = tokens
     return memory.estimate(
         dims,
         trainable=trainable_from_config(model),
@@ -46,8 +51,8 @@ def memory_estimate(spec: JobSpec, derived: Derived):
         gpus_per_node=derived.gpus_per_node,
         nodes=derived.nodes,
         per_device_batch=derived.per_device_batch_size,
-        seq_len=spec.seq_len,
-        tiles_per_sample=m.max_tiles,
+        seq_len=seq_len,
+        tiles_per_sample=tiles,
         grad_checkpoint=m.grad_checkpoint,
         offload_optimizer=spec.parallelism.offload_optimizer,
         offload_param=spec.parallelism.offload_param,

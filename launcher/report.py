@@ -20,6 +20,7 @@ from typing import Any
 
 from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
+from launcher.compare import label_rows, markdown, run_settings
 from launcher.engines.official.edits import report_section as official_edits
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
 from launcher.plan import Plan
@@ -44,12 +45,12 @@ class Row:
     verdict: Verdict = field(default_factory=lambda: Verdict(None, "no log"))
     records: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # launcher.compare
+    label: str = ""  # the settings that differ from the other runs reported with it
 
     @property
     def config_label(self) -> str:
-        if self.per_device_batch is None:
-            return self.name
-        return f"{self.name}: b{self.per_device_batch} x a{self.accum} z{self.zero_stage}"
+        return f"{self.name}: {self.label}" if self.label else self.name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +103,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         row.global_batch = ov.global_batch_size or d.global_batch_size
         row.zero_stage, row.hw = plan.zero_stage, plan.hw
         seq_len = ov.seq_len or plan.seq_len
+        row.settings = run_settings(cfg, row)
         ended = run.summary() or {}
         if str(ended.get("action", "")).startswith("point infeasible"):
             # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
@@ -155,12 +157,12 @@ def _shape(r: Row) -> str:
 
 COLUMNS = (
     "run", "nodes x gpus", "per-device batch", "accum", "global batch", "zero", "steps",
-    "final loss", "TGS", "tokens/s/device", "SPS", "TPS/device", "MFU", "step p50/p95 (s)",
-    "peak mem (GB)", "verdict",
+    "final loss", "TGS (samples/s x seq_len / devices)", "real tokens/s/device", "SPS",
+    "TPS/device", "MFU", "step p50/p95 (s)", "peak mem (GB)", "verdict",
 )  # fmt: skip
 
 
-def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
+def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[str] = ()) -> str:
     """The report table, notes per run, and links to the plots (paths relative to report.md)."""
     out = io.StringIO()
     out.write("# Training report\n\n")
@@ -188,12 +190,12 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
             r.verdict.label,
         ]
         out.write("| " + " | ".join(cells) + " |\n")
-    out.write("\n## Notes\n\n")
+    out.write(markdown(rows, differ) + "\n## Notes\n\n")
     for r in rows:
         m = r.metrics
         bits = [f"log: {r.kind}"]
         if m:
-            bits.append(f"TGS: {m.tgs_source}" if m.tgs is not None else f"no TGS: {m.tgs_reason}")
+            bits += m.throughput_notes
             if m.sps is not None:
                 bits.append(f"SPS/TPS (seed 004's definition) over {m.sps_window}")
             if m.mfu_basis:
@@ -219,7 +221,8 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str]) -> str:
 CSV_FIELDS = (
     "run", "log", "nodes", "gpus_per_node", "world_size", "per_device_batch", "accum",
     "global_batch", "zero_stage", "hw", "steps", "final_loss", "tgs", "tgs_steps",
-    "tokens_per_sec_per_device", "image_tokens_per_sec_per_device",
+    "tgs_definition", "tokens_per_sec_per_device", "tokens_per_sec_per_device_source",
+    "image_tokens_per_sec_per_device",
     "text_tokens_per_sec_per_device", "sps", "sps_window", "tps_per_device", "step_time_p50",
     "step_time_p95", "peak_mem_gb", "tflops_per_device", "mfu", "xtuner_tflops",
     "data_time_share", "verdict",
@@ -280,7 +283,7 @@ def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
         plt.close(fig)
         written.append("loss.png")
     for name, get, unit in (
-        ("tgs", lambda m: m.tgs, "TGS (tokens/s/device)"),
+        ("tgs", lambda m: m.tgs, "TGS (samples/s x seq_len / devices)"),
         ("mfu", lambda m: m.mfu * 100 if m.mfu is not None else None, "MFU (%)"),
     ):
         bars = [
@@ -314,6 +317,7 @@ def update_summary(row: Row) -> bool:
             tgs=m.tgs,
             tgs_reason=m.tgs_reason,
             tokens_per_sec_per_device=m.tokens_per_sec_per_device,
+            **m.throughput_labels,
             sps=m.sps,
             sps_window=m.sps_window,
             tps_per_device=m.tps_per_device,
@@ -361,8 +365,9 @@ def report(
     for (kind, _), row in zip(found, rows, strict=True):
         if kind == "run" and not update_summary(row):
             row.notes.append("summary.json not updated (the run has not ended)")
+    differ = label_rows(rows)
     written = plot(rows, out) if plots else []
-    (out / "report.md").write_text(render_markdown(rows, written))
+    (out / "report.md").write_text(render_markdown(rows, written, differ))
     (out / "metrics.csv").write_text(render_csv(rows))
     return out / "report.md", rows
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,16 @@ class RunDir:
     @property
     def config_yaml(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def overrides_yaml(self) -> Path:
+        """The command line as given and the overrides Hydra applied (launcher.settings)."""
+        return self.root / "overrides.yaml"
+
+    @property
+    def launch_log(self) -> Path:
+        """What planning and submitting printed, for a sweep point (its stdout is one line)."""
+        return self.root / "logs" / "launch.log"
 
     @property
     def plan_json(self) -> Path:
@@ -66,9 +77,18 @@ class RunDir:
         return self.root / "xtuner_config.py"
 
     @property
+    def code_dir(self) -> Path:
+        """The code the nodes run (launcher.snapshot), copied at submit."""
+        return self.root / "code"
+
+    @property
     def mindspeed_dir(self) -> Path:
         """engine=mindspeed: data.json, model.json and convert.sh."""
         return self.root / "mindspeed"
+
+    def mindspeed_mm_dir(self, split_tag: str) -> Path:
+        """engine=mindspeed: weights converted with that split (default model.mindspeed_mm_dir)."""
+        return self.mindspeed_dir / f"mm-{split_tag}"
 
     @property
     def xtuner_base_dir(self) -> Path:
@@ -155,6 +175,36 @@ class RunDir:
             os.fsync(f.fileno())
 
     @property
+    def resumes_jsonl(self) -> Path:
+        """One JSON line per `launch.py resume`: the attempt it starts, from which step, the
+        overrides, and how the attempt before it ended (its files are in attempt_dir)."""
+        return self.logs_dir / "resumes.jsonl"
+
+    def resumes(self) -> list[dict[str, Any]]:
+        if not self.resumes_jsonl.exists():
+            return []
+        lines = self.resumes_jsonl.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def add_resume(self, event: dict[str, Any]) -> None:
+        self.resumes_jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with self.resumes_jsonl.open("a") as f:
+            f.write(json.dumps(event, sort_keys=True) + "\n")
+
+    def attempt_dir(self, attempt: int) -> Path:
+        """What attempt `attempt` (1 = the first job) left when a resume started the next:
+        job.json, summary.json, requeues.jsonl, exit records, plan files the resume changed."""
+        return self.logs_dir / f"attempt-{attempt}"
+
+    def attempt(self) -> int:
+        """Which attempt the run is on: 1, plus one per resume."""
+        return 1 + len(self.resumes())
+
+    def requeues_total(self) -> int:
+        """Requeues over every attempt: the earlier ones' (resumes.jsonl) and this one's."""
+        return len(self.requeues()) + sum(r.get("requeues", 0) for r in self.resumes())
+
+    @property
     def output_dir(self) -> Path:
         return self.root / "output"
 
@@ -212,19 +262,24 @@ class RunDir:
         write_json_atomic(self.summary_json, {**current, **figures})
         return True
 
-    def materialize(self, files: dict[str, str]) -> None:
+    def materialize(self, files: dict[str, str], code: Mapping[str, bytes] | None = None) -> None:
         """Write `files` (relative name -> text) into a staging folder, then rename it into place.
 
         Either the whole planned run dir appears, or nothing does. An existing *empty* run dir
-        (Hydra creates one per sweep job) is replaced.
+        (Hydra creates one per sweep job) is replaced. `code` (launcher.snapshot: relative path
+        -> bytes; default a snapshot taken now) goes to code/, what the nodes run.
         """
+        from launcher import snapshot
+
+        if code is None:
+            code = snapshot.take(snapshot.REPO).files
         self.root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.partial-", dir=self.root.parent))
         try:
-            for name, text in files.items():
+            for name, text in [*files.items(), *((f"code/{k}", v) for k, v in code.items())]:
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
+                target.write_bytes(text) if isinstance(text, bytes) else target.write_text(text)
             (staging / "logs").mkdir(exist_ok=True)
             if self.root.is_dir() and not any(self.root.iterdir()):
                 self.root.rmdir()

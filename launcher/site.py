@@ -19,7 +19,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.partition import (
+    SINFO_FORMAT,
+    Partition,
+    Unknown,
+    compare,
+    read_partition,
+    slurm_minutes,
+    time_line,
+    unknown_problem,
+)
 from launcher.spec import JobSpec, Problem
+
+__all__ = ["Partition", "Unknown", "partition_info", "probe", "slurm_minutes", "node_python"]
 
 # `source /env/bin/activate`, `. venv/bin/activate`, `conda activate NAME`, `mamba activate NAME`
 _VENV_ACTIVATE = re.compile(r"^\s*(?:source|\.)\s+(\S+)/bin/activate\s*$")
@@ -107,71 +119,19 @@ def torch_build(python: str, timeout_s: float = 30) -> TorchBuild | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Partition:
-    """One Slurm partition as sinfo reports it (the smallest node where nodes differ)."""
-
-    name: str
-    time_limit: str
-    """sinfo's text: infinite, 1-00:00:00, 4:00:00, 30:00."""
-    cpus: int | None
-    mem_mb: int | None
-    nodes: int | None
-
-    @property
-    def time_limit_min(self) -> int | None:
-        """Minutes, or None for no limit."""
-        return slurm_minutes(self.time_limit)
-
-
-def slurm_minutes(text: str) -> int | None:
-    """Slurm's [D-]HH:MM:SS / MM:SS / MM in minutes; None for infinite/unknown."""
-    text = text.strip()
-    if text.lower() in ("infinite", "unlimited", "n/a", ""):
-        return None
-    days, _, rest = text.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if len(parts) == 3:
-        h, m, s = parts
-    elif len(parts) == 2:
-        h, (m, s) = 0, parts
-    else:
-        h, m, s = 0, parts[0], 0
-    return (int(days or 0) * 24 + h) * 60 + m + (1 if s else 0)
-
-
-def _leading_int(text: str) -> int | None:
-    m = re.match(r"\d+", text)
-    return int(m.group()) if m else None
-
-
-def partition_info(partition: str | None, timeout_s: float = 20) -> Partition | None:
-    """The named partition (or the default one, marked * by sinfo); None if sinfo can't say."""
+def partition_info(partition: str | None, timeout_s: float = 20) -> Partition | Unknown | None:
+    """The named partition (or the default one), Unknown when sinfo lists no such partition,
+    None if sinfo can't say."""
     if shutil.which("sinfo") is None:
         return None
-    argv = ["sinfo", "-h", "-o", "%P|%l|%c|%m|%D"]
+    argv = ["sinfo", "-h", "-o", SINFO_FORMAT]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if out.returncode != 0:
+    if out.returncode != 0 or not out.stdout.strip():
         return None
-    for line in out.stdout.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) != 5:
-            continue
-        name = fields[0]
-        default = name.endswith("*")
-        name = name.rstrip("*")
-        if name == partition or (partition is None and default):
-            return Partition(
-                name=name,
-                time_limit=fields[1],
-                cpus=_leading_int(fields[2]),
-                mem_mb=_leading_int(fields[3]),
-                nodes=_leading_int(fields[4]),
-            )
-    return None
+    return read_partition(partition, out.stdout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,13 +184,17 @@ class SiteReport:
     checked: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unknown_partition: Problem | None = None
+    """sinfo answered without the partition asked for: refused on a dry run too (a typo, and
+    sinfo answering means this is the cluster the plan is for)."""
 
 
 def probe(spec: JobSpec) -> SiteReport:
     """Look at the interpreter and (cluster=slurm) the partition, from this machine.
 
     A partition that could never run the job is a problem for a real submit and a warning
-    for a dry run (which is often made away from the cluster it plans for).
+    for a dry run (which is often made away from the cluster it plans for); a partition that
+    sinfo answers without is a problem for both.
     """
     rep = SiteReport()
     _probe_python(spec, rep)
@@ -239,6 +203,7 @@ def probe(spec: JobSpec) -> SiteReport:
         if spec.dry_run:
             rep.warnings += [f"{p} (dry run: Slurm would refuse it)" for p in rep.problems]
             rep.problems = []
+        rep.problems += [rep.unknown_partition] if rep.unknown_partition else []
     _network_line(spec, rep)
     return rep
 
@@ -272,11 +237,13 @@ def _probe_partition(spec: JobSpec, rep: SiteReport) -> None:
     req = slurm_request(spec)
     part = partition_info(c.partition)
     label = f"partition {c.partition}" if c.partition else "the default partition"
+    if isinstance(part, Unknown):
+        rep.unknown_partition = unknown_problem(part)
+        rep.checked.append("partition (sinfo)")
+        return
     if part is None:
         how = (
-            "sinfo is not on PATH here"
-            if shutil.which("sinfo") is None
-            else "sinfo did not list it"
+            "sinfo is not on PATH here" if shutil.which("sinfo") is None else "sinfo did not answer"
         )
         limit = (
             f"cluster.time_min={req.time_min}"
@@ -287,43 +254,9 @@ def _probe_partition(spec: JobSpec, rep: SiteReport) -> None:
         rep.checked.append("partition (no sinfo answer here)")
         return
     rep.checked.append(f"partition {part.name} (sinfo)")
-    if req.time_min is None:
-        rep.lines.append(f"time limit: partition {part.name}'s ({part.time_limit}, from sinfo)")
-    else:
-        rep.lines.append(
-            f"time limit: cluster.time_min={req.time_min} (partition {part.name} allows {part.time_limit})"
-        )
-        most = part.time_limit_min
-        if most is not None and req.time_min > most:
-            rep.problems.append(
-                Problem(
-                    "cluster.time_min",
-                    f"{req.time_min} min exceeds partition {part.name}'s limit {part.time_limit} "
-                    f"({most} min); the job would never start (null uses the partition's limit)",
-                )
-            )
-    if part.nodes is not None and spec.nodes > part.nodes:
-        rep.problems.append(
-            Problem("nodes", f"{spec.nodes} nodes, but partition {part.name} has {part.nodes}")
-        )
-    if req.cpus_per_task and part.cpus is not None and req.cpus_per_task > part.cpus:
-        rep.problems.append(
-            Problem(
-                "hw.cpus_per_node",
-                f"asks {req.cpus_per_task} CPUs per node; partition {part.name}'s nodes have "
-                f"{part.cpus} (sinfo)",
-            )
-        )
-    mem_gb = spec.cluster.mem_gb if spec.cluster.mem_gb is not None else spec.hw.node_mem_gb
-    if req.mem and mem_gb and part.mem_mb is not None and mem_gb * 1024 > part.mem_mb:
-        setting = "cluster.mem_gb" if spec.cluster.mem_gb is not None else "hw.node_mem_gb"
-        rep.problems.append(
-            Problem(
-                setting,
-                f"asks {mem_gb:g} GB per node; partition {part.name}'s nodes have "
-                f"{part.mem_mb / 1024:.0f} GB (sinfo); lower it, or cluster.mem_gb=0 for all of it",
-            )
-        )
+    rep.lines.append(f"time limit: {time_line(part, req.time_min)}")
+    mem_gb = c.mem_gb if c.mem_gb is not None else spec.hw.node_mem_gb
+    rep.problems += compare(spec, req.cpus_per_task, mem_gb if req.mem else None, part)
 
 
 def _network_line(spec: JobSpec, rep: SiteReport) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from launcher.convert import build
 from launcher.problems import ConfigError, Problem
+from launcher.tracking import TrackingSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +35,8 @@ class LlmDims:
     hidden: int = 0
     heads: int = 0
     kv_heads: int = 0
+    head_dim: int = 0
+    """0: hidden / heads. Qwen3 sets it apart (0.6B: 16 heads x 128 on a 1024 hidden)."""
     intermediate: int = 0
     vocab: int = 0
 
@@ -81,7 +84,10 @@ class ModelSpec:
     make_tiny: Mapping[str, str] | None = None
     """When set, `path` is built on the first node by internvl_chat.tools.make_tiny with these options."""
     template: str = "internlm2-chat"
-    llm_family: Literal["internlm2", "qwen2", "llama", "phi3"] = "internlm2"
+    llm_family: Literal[
+        "internlm2", "qwen2", "llama", "phi3", "qwen3", "internlm3", "qwen3_moe", "gpt_oss"
+    ] = "internlm2"
+    """qwen2 also means Qwen2.5, internlm2 InternLM2.5; qwen3_moe and gpt_oss are refused."""
     force_image_size: int = 448
     patch_size: int = 14
     downsample_ratio: float = 0.5
@@ -107,6 +113,17 @@ class ModelSpec:
     per_device_batch_size: int = 1
     """Default when the command line leaves the batch under-determined."""
     global_batch_size: int | None = None
+    packed: bool = False
+    """The generation's recipe trains on packed rows (InternVL3.5); data.packed=true packs any."""
+    max_packed_tokens: int | None = None
+    """Tokens per packed row; null: seq_len."""
+    num_images_expected: int | None = None
+    """Tiles per packed row; null: the trainer's default (40)."""
+    loss_reduction: Literal["token", "sample", "square"] | None = None
+    """Per-sample loss weight: 1, 1/N or 1/sqrt(N) per supervised token (N: the sample's);
+    null: the mean over the micro-batch's supervised tokens."""
+    save_format: Literal["hf", "github"] | None = None
+    """Checkpoint format our trainer saves; null: the one it loaded (github = original)."""
     xtuner_base: str | None = None
     """Base config under xtuner_cfgs/ (engine=xtuner)."""
     internvl_root: str | None = None
@@ -119,8 +136,8 @@ class ModelSpec:
     """None: the template's default at internvl_revision (internvl_chat/prompts.py)."""
     mindspeed_root: str | None = None
     """The MindSpeed-MM checkout on the nodes (engine=mindspeed): pretrain_internvl.py lives there."""
-    mindspeed_ckpt: str | None = None
-    """Weights converted by mm-convert hf_to_mm; null: `<model.path>-mm-<split>` (split in the name)."""
+    mindspeed_mm_dir: str | None = None
+    """Where mm-convert hf_to_mm writes the converted weights; null: RUN_DIR/mindspeed/mm-<split>."""
     mindspeed: MindSpeedModel = field(default_factory=MindSpeedModel)
     dims: Dims = field(default_factory=Dims)
 
@@ -284,6 +301,8 @@ class JobSpec:
     hw: HwSpec
     cluster: ClusterSpec
     benchmark: BenchmarkSpec
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    """Experiment tracking (conf/tracking: tensorboard, wandb, mlflow, none)."""
     nodes: int = 1
     per_device_batch_size: int | None = None
     gradient_accumulation_steps: int | None = None

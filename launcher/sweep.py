@@ -7,8 +7,12 @@ every run and `sweep.jsonl`, one line per point.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -16,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from launcher import compose as composing
+from launcher import settings
 from launcher.spec import ConfigError
 
 
@@ -32,38 +37,109 @@ def _task(cfg: DictConfig) -> int:
     overrides = list(hc.overrides.task)
     if hc.mode is None or hc.mode.name != "MULTIRUN":
         try:
-            return run(cfg)
+            return run(cfg, applied=overrides)
         except ConfigError as e:
             print(e, file=sys.stderr)
             return 2
-    return _point(cfg, overrides, hc.job.num, Path(hc.runtime.output_dir), Path(hc.sweep.dir))
+    sweep_dir, hydra_out = Path(hc.sweep.dir), Path(hc.runtime.output_dir)
+    varying = settings.varying_keys(sys.argv[1:])
+    name = settings.point_name(overrides, varying, hc.job.num, _names(sweep_dir))
+    if hydra_out.is_dir() and hydra_out.name != name and not any(hydra_out.iterdir()):
+        hydra_out.rmdir()  # Hydra's numbered folder: the point goes under its name instead
+    _SWEEPS.append(sweep_dir)
+    return _point(cfg, overrides, hc.job.num, sweep_dir / name, sweep_dir, varying)
 
 
-def _point(cfg: DictConfig, overrides: list[str], num: int, out: Path, sweep_dir: Path) -> int:
-    """Check, plan and submit one sweep point; one line in sweep.jsonl either way."""
+_SWEEPS: list[Path] = []  # the sweep dir of the Hydra-run points, for the table at the end
+
+
+def _names(sweep_dir: Path) -> set[str]:
+    """Point dir names already given in this sweep (sweep.jsonl), and any folder there."""
+    rows = _rows(sweep_dir)
+    return {Path(r["run_dir"] or r.get("name") or "").name for r in rows} | {
+        p.name for p in sweep_dir.glob("*") if p.is_dir() and any(p.iterdir())
+    }
+
+
+def _rows(sweep_dir: Path) -> list[dict]:
+    path = sweep_dir / "sweep.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
+
+
+def _point(
+    cfg: DictConfig,
+    overrides: list[str],
+    num: int,
+    out: Path,
+    sweep_dir: Path,
+    varying: Sequence[str] = (),
+) -> int:
+    """Check, plan and submit one sweep point; one line on stdout and in sweep.jsonl either way
+    (what the pipeline prints goes to the point's logs/launch.log)."""
     from launcher.pipeline import run
+    from launcher.rundir import RunDir
 
     with open_dict(cfg):
         cfg.run_dir = str(out)
         cfg.wait = False
-    row = {"num": num, "overrides": overrides, "run_dir": str(out)}
+    differs = settings.point_overrides(overrides, varying)
+    row = {"num": num, "name": out.name, "overrides": overrides, "differs": differs}
+    row["run_dir"] = str(out)
+    said = io.StringIO()
     try:
-        run(cfg, sweep_point=True)
+        with contextlib.redirect_stdout(said):
+            run(cfg, sweep_point=True, applied=overrides, differs=differs)
     except ConfigError as e:
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         reasons = [str(p) for p in e.problems]
-        print(f"[sweep] point {num} {' '.join(overrides)}: infeasible, not submitted:")
-        for r in reasons:
-            print(f"[sweep]   - {r}")
+        print(f"[sweep] {out.name:<20} {' '.join(differs)}: infeasible, not submitted: "
+              + "; ".join(reasons), flush=True)  # fmt: skip
         _record(sweep_dir, {**row, "run_dir": None, "status": "infeasible", "reasons": reasons})
         return 2
-    job = json.loads((out / "job.json").read_text()) if (out / "job.json").exists() else {}
-    _record(
-        sweep_dir,
-        {**row, "status": "planned" if cfg.dry_run else "submitted", "job_id": job.get("job_id")},
-    )
+    run_dir = RunDir(out)
+    run_dir.launch_log.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.launch_log.write_text(said.getvalue())
+    job = json.loads(run_dir.job_json.read_text()) if run_dir.job_json.exists() else {}
+    status = "planned" if cfg.dry_run else "submitted"
+    ident = job.get("job_id") or job.get("pid")
+    warned = said.getvalue().count("[launch] warning:")
+    tail = f" ({warned} warning(s): {run_dir.relative(run_dir.launch_log)})" if warned else ""
+    print(f"[sweep] {out.name:<20} {' '.join(differs)}: {status}"
+          + (f" {'job' if job.get('job_id') else 'pid'} {ident}" if ident else "") + tail,
+          flush=True)  # fmt: skip
+    _record(sweep_dir, {**row, "status": status, "job_id": job.get("job_id")})
     return 0
+
+
+def print_table(sweep_dir: Path) -> None:
+    """The sweep at a glance: one row per point (dir, the settings that differ, status, job)."""
+    rows = _rows(sweep_dir)
+    if not rows:
+        return
+    keys = list(
+        dict.fromkeys(k for r in rows for k in (o.partition("=")[0] for o in r.get("differs", [])))
+    )
+    head = ["point dir", *keys, "status", "job"]
+    body = []
+    for r in rows:
+        values = dict(o.partition("=")[::2] for o in r.get("differs", []))
+        name = Path(r["run_dir"]).name if r.get("run_dir") else f"({r.get('name', r['num'])})"
+        body.append([name, *(values.get(k.lstrip("+~"), "-") for k in keys), r["status"],
+                     str(r.get("job_id") or "-")])  # fmt: skip
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    counts = {
+        s: sum(r["status"] == s for r in rows) for s in dict.fromkeys(r["status"] for r in rows)
+    }
+    print(
+        f"[sweep] {len(rows)} points ({', '.join(f'{n} {s}' for s, n in counts.items())}) in {sweep_dir}"
+    )
+    for line in (head, *body):
+        print("  " + "  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    here = shlex.quote(str(sweep_dir))
+    print(
+        f"[sweep] next: python launch.py status {here}; once ended: python launch.py report {here}"
+    )
 
 
 def fast_sweep(argv: list[str]) -> bool:
@@ -136,10 +212,12 @@ def fast_sweep(argv: list[str]) -> bool:
     (sweep_dir / "multirun.yaml").write_text(
         OmegaConf.to_yaml(base) + OmegaConf.to_yaml(hydra_part)
     )
+    varying, taken = settings.varying_keys(texts), _names(sweep_dir)
     for num, (cfg, point) in enumerate(cfgs):
-        out = sweep_dir / str(num)
+        out = sweep_dir / settings.point_name(point, varying, num, taken)
         out.mkdir(parents=True, exist_ok=True)
-        _point(cfg, point, num, out, sweep_dir)
+        _point(cfg, point, num, out, sweep_dir, varying)
+    print_table(sweep_dir)
     return True
 
 
@@ -160,4 +238,6 @@ def hydra_main() -> int:
         if fast_sweep(sys.argv[1:]):
             return 0
     _task()
+    for sweep_dir in dict.fromkeys(_SWEEPS):
+        print_table(sweep_dir)
     return 0

@@ -164,8 +164,14 @@ render_conf() {
   local mem_mb node_lines="" i
   # Every slurmd sees the whole machine's memory; leave some for the rest of it.
   mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)
+  # All nodes share this machine's CPUs, and TaskPlugin=task/affinity binds a job's tasks to
+  # the CPUs it was given, lowest first: reserve CPU 0 on every other node (CpuSpecList) so a
+  # two-node job binds its nodes to different CPUs instead of both to CPU 0.
+  local spec
   for i in $(seq 1 "$NODES"); do
-    node_lines+="NodeName=node$i NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((SLURMD_PORT + i - 1)) CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN"$'\n'
+    spec=""
+    (( i % 2 == 0 && CPUS > 1 )) && spec=" CpuSpecList=0"
+    node_lines+="NodeName=node$i NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((SLURMD_PORT + i - 1)) CPUs=$CPUS$spec RealMemory=$mem_mb State=UNKNOWN"$'\n'
   done
   local ctld_host
   ctld_host=$(hostname -s)

@@ -44,6 +44,7 @@ LAUNCHER_MODULES = frozenset(
         "reliability",
         "report",
         "rundir",
+        "settings",
         "site",
         "slurm_cluster",
         "stages",

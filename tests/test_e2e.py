@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_tracking import read_back_mlflow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,10 +54,11 @@ def mean(xs: list[float]) -> float:
 @pytest.mark.slow
 def test_local_run_trains_and_writes_the_run_dir(tmp_path: Path, cache_dir: Path):
     run_dir = tmp_path / "local run"
-    r = launch("max_steps=12", f"run_dir={run_dir}", f"cache_dir={cache_dir}")
+    r = launch("max_steps=12", f"run_dir={run_dir}", f"cache_dir={cache_dir}", "tracking=mlflow")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = metrics(run_dir)
     assert [m["step"] for m in rows] == list(range(1, 13))
+    read_back_mlflow(run_dir, rows)  # tracking=mlflow: the same records, in RUN_DIR/mlruns
     for key in ("loss", "lr", "samples_per_sec", "tokens_per_sec"):
         assert all(isinstance(m[key], int | float) for m in rows), key
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -100,6 +103,9 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + logs[-4000:]
     job = json.loads((run_dir / "job.json").read_text())
     assert job["kind"] == "slurm" and job["job_id"]
+    # slurm/slurm.conf.in binds; a cluster started from an older copy (task/none) does not
+    config = slurm_cluster.run(["scontrol", "show", "config"]).stdout
+    binds = "task/affinity" in config or os.environ.get("CI") == "true"
     # both nodes ran their share: a node log each, each with a training rank in it
     for rank in (0, 1):
         log = (run_dir / "logs" / f"node{rank}.log").read_text()
@@ -109,6 +115,11 @@ def test_two_node_slurm_job(slurm_cluster, tmp_path: Path, cache_dir: Path):
         assert list((run_dir / "logs" / f"node{rank}-ranks").rglob("stdout.log"))
         exit_record = json.loads((run_dir / "logs" / f"node{rank}.exit.json").read_text())
         assert exit_record["ok"] and exit_record["returncode"] == 0
+        # Slurm binds tasks (TaskPlugin=task/affinity): the training holds the CPUs asked
+        # for (hw=cpu: 1), not every CPU of the machine as with task/none
+        assert "#SBATCH --cpus-per-task=1\n" in (run_dir / "sbatch.sh").read_text()
+        bound = re.findall(r"\[train\] rank \d+: (\d+) CPU\(s\) .*\(sched_getaffinity\)", log)
+        assert bound == ["1"] or not binds, log[-3000:]
     rows = metrics(run_dir)
     assert [m["step"] for m in rows] == list(range(1, 21))
     losses = [m["loss"] for m in rows]
@@ -172,7 +183,7 @@ def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Pa
     assert [row["status"] for row in rows] == ["submitted", "infeasible", "submitted"]
     assert "global_batch_size" in rows[1]["reasons"][0]
     runs = run_dirs([str(sweep)])
-    assert len(runs) == 2
+    assert [run.root.name for run in runs] == ["pdb2", "pdb4"]  # named by what differs
     deadline = time.monotonic() + 900
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
@@ -184,9 +195,11 @@ def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Pa
         assert [state(run) for run in runs] == ["COMPLETED", "COMPLETED"]
     status = launch("status", str(sweep), env=slurm_cluster.env)
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2
+    assert status.stdout.count(" point: per_device_batch_size=") == 2
     rep = launch("report", str(sweep))
     assert rep.returncode == 0, rep.stdout + rep.stderr
     table = (sweep / "report.md").read_text()
+    assert "| pdb4 | 4 |" in table  # the settings that differ, per run
     assert table.count("| 2 x 1 |") == 2
     for png in ("loss.png", "tgs.png", "mfu.png"):
         assert (sweep / png).stat().st_size > 1000

@@ -38,7 +38,7 @@ CASES = {
         "per_device_batch_size=4",
         "gradient_accumulation_steps=16",
     ],
-    "internvl2_8b_pp4": [  # split computed
+    "internvl2_8b_pp4": [  # split: MindSpeed-MM's recipe
         "model=internvl2_8b",
         "parallelism.pp=4",
         "per_device_batch_size=1",
@@ -104,7 +104,14 @@ def test_rendered_files_match_expected(case: str, tmp_path: Path):
     plan, _ = plan_for(tmp_path, *COMMON, *CASES[case])
     files = dict(plan.files)
     record = json.loads(files["plan.json"])
-    assert set(record.pop("provenance")) == {"config_sha256", "git_revision", "git_dirty"}
+    assert set(record.pop("provenance")) == {
+        "config_sha256",
+        "git_revision",
+        "git_dirty",
+        "code_sha256",
+        "code_git_commit",
+        "code_git_diff_sha256",
+    }
     files["plan.json"] = json.dumps(record, indent=2) + "\n"
     got = {n: normalise(t, tmp_path) for n, t in files.items() if n != "config.yaml"}
     want_dir = EXPECTED / case
@@ -243,17 +250,17 @@ def test_converted_folder_with_another_split_is_refused(tmp_path: Path):
                 "pp": 4,
                 "vpp": None,
                 "vit_pp_layers": [24, 0, 0, 0],
-                "llm_pp_layers": [6, 9, 9, 8],
+                "llm_pp_layers": [8, 8, 9, 7],
             }
         )  # fmt: skip
     )
     found = problems_of(tmp_path, "model=internvl2_8b", *COMMON, "parallelism.pp=4",
-                        f"model.mindspeed_ckpt={ckpt}")  # fmt: skip
-    assert "was converted with" in found["model.mindspeed_ckpt"]
+                        f"model.mindspeed_mm_dir={ckpt}")  # fmt: skip
+    assert "was converted with" in found["model.mindspeed_mm_dir"]
     plan, _ = plan_for(tmp_path, "model=internvl2_8b", *COMMON, "parallelism.pp=4",
-                       "parallelism.llm_pp_layers=[6,9,9,8]",
+                       "parallelism.llm_pp_layers=[8,8,9,7]",
                        "parallelism.vit_pp_layers=[24,0,0,0]",
-                       f"model.mindspeed_ckpt={ckpt}")  # fmt: skip
+                       f"model.mindspeed_mm_dir={ckpt}")  # fmt: skip
     assert f"--cfg.mm_dir {ckpt} " in plan.files["mindspeed/convert.sh"]
 
 
@@ -263,3 +270,26 @@ def test_seed_001_model_brings_its_data(tmp_path: Path):
                           "dry_run=true")  # fmt: skip
     assert spec.data.name == "llava_pretrain" and spec.data.format == "llava_json"
     assert "xtuner_config.py" in plan.files
+
+
+@pytest.mark.parametrize(
+    "pp,vpp,source,llm",
+    [(4, None, "recipe (examples/internvl2/model_8B.json)", [6, 9, 9, 8]),
+     (4, 3, "recipe (examples/internvl2/model_8B_vpp.json)", [[0, 0, 0, 1], [4, 4, 4, 4], [4, 4, 4, 3]]),
+     (2, None, "computed: balanced", None)],
+)  # fmt: skip
+def test_default_split_is_mindspeeds_recipe_and_weights_stay_in_the_run(
+    tmp_path: Path, pp: int, vpp: int | None, source: str, llm
+):
+    """Users convert with MindSpeed-MM's published split; the store holding the HF weights is
+    often read-only, so the converted copy goes under the run, never beside the source model."""
+    extra = [f"parallelism.vpp={vpp}"] if vpp else []
+    plan, spec = plan_for(tmp_path, "model=internvl2_8b", *COMMON, f"parallelism.pp={pp}",
+                          *extra)  # fmt: skip
+    mega = plan.megatron
+    assert source in mega["split_source"]
+    assert llm is None or mega["llm_pp_layers"] == llm
+    converted = Path(mega["converted_checkpoint"])
+    assert converted.parent == Path(spec.run_dir) / "mindspeed"
+    assert not str(converted).startswith(str(Path(spec.model.path).parent))
+    assert f"--cfg.mm_dir {converted} " in plan.files["mindspeed/convert.sh"]

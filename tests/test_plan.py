@@ -121,7 +121,14 @@ def test_rendered_files_match_expected(case: str, tmp_path: Path):
     want_dir = EXPECTED / case
     files = dict(plan.files)
     record = json.loads(files["plan.json"])
-    assert set(record.pop("provenance")) == {"config_sha256", "git_revision", "git_dirty"}
+    assert set(record.pop("provenance")) == {
+        "config_sha256",
+        "git_revision",
+        "git_dirty",
+        "code_sha256",
+        "code_git_commit",
+        "code_git_diff_sha256",
+    }
     files["plan.json"] = json.dumps(record, indent=2) + "\n"  # the revision changes every commit
     got = {name: normalise(text, tmp_path) for name, text in files.items() if name != "config.yaml"}
     if os.environ.get("UPDATE_EXPECTED"):

@@ -72,10 +72,11 @@ def test_every_readme_command_runs_as_written(tmp_path: Path):
     for command in readme_commands():
         for argv in expand(command, seed_dir):
             n += 1
-            if argv and argv[0] in ("status", "logs", "cancel", "report"):
+            if argv and argv[0] in ("status", "logs", "cancel", "report", "resume"):
                 r = launch(*argv)
                 # on a dry-run dir: status says PLANNED; the others say why there is nothing to do
-                assert r.returncode == (0 if argv[0] == "status" else {"report": 2}.get(argv[0], 1))
+                want = 0 if argv[0] == "status" else {"report": 2, "resume": 2}.get(argv[0], 1)
+                assert r.returncode == want, f"{argv}: {r.stdout}{r.stderr}"
                 assert (r.stdout + r.stderr).strip(), f"{argv} printed nothing"
                 continue
             if any(a in ("--help", "--cfg", "-c") for a in argv):

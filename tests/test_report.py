@@ -61,6 +61,10 @@ def test_summary_json_updated_atomically_keeping_keys(sweep):
     for key in ("steps", "final_loss", "tgs", "tokens_per_sec_per_device", "mfu", "verdict"):
         assert key in s0
     assert s0["steps"] == 20 and s0["verdict"] == "PASS"
+    # the two throughput figures say what each counts (seed formula vs real tokens)
+    assert s0["tgs_definition"].startswith("seed 000 formula: samples/s x seq_len / devices")
+    assert s0["tokens_per_sec_per_device_source"].startswith("real non-padding tokens")
+    assert s0["tgs"] != s0["tokens_per_sec_per_device"]
     assert 0 < s0["mfu"] < 1
     assert not (sweep / "2" / "summary.json").exists()  # not ended: nothing invented
     assert not list(sweep.glob("*/.summary.json.*"))  # no temp files left behind
@@ -90,3 +94,18 @@ def test_missing_paths_all_named(tmp_path):
     with pytest.raises(ValueError) as e:
         report([tmp_path / "nope1", tmp_path / "nope2"])
     assert "nope1" in str(e.value) and "nope2" in str(e.value)
+
+
+def test_comparison_shows_only_settings_that_differ(sweep):
+    """`report RUN_A RUN_B`: the table and legends name only what differs between the runs."""
+    md, rows = report([sweep / "0", sweep / "2"], plots=False)
+    assert md == sweep / "report.md"  # the common parent of the runs compared
+    assert [r.config_label for r in rows] == ["0: pdb=2 ga=4 z=2", "2: pdb=1 ga=8 z=3"]
+    text = md.read_text()
+    assert (
+        "| run | per_device_batch_size | gradient_accumulation_steps | parallelism.zero_stage |"
+        in text
+    )
+    assert "| 2 | 1 | 8 | 3 |" in text
+    _, rows = report([sweep / "0", sweep / "1"], plots=False)  # same ZeRO stage: not named
+    assert [r.config_label for r in rows] == ["0: pdb=2 ga=4", "1: pdb=4 ga=2"]

@@ -84,11 +84,11 @@ def test_cpus_memory_and_exclusive_are_overridable(tmp_path: Path):
 @pytest.mark.slurm
 def test_a_partition_that_cannot_run_the_job_is_refused(tmp_path: Path, slurm_cluster, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    args = ["model=internvl_20b", "hw=a800", "nodes=4", "cluster.time_min=100000000"]
+    args = ["model=internvl_20b", "hw=a800", "nodes=4", "cluster.time_min=100000"]
     with pytest.raises(ConfigError) as e:
         make_plan(tmp_path, *args, "hw.node_mem_gb=100000")
     settings = {p.setting for p in e.value.problems}
-    assert {"nodes", "hw.cpus_per_node", "hw.node_mem_gb"} <= settings
+    assert {"nodes", "hw.cpus_per_node", "hw.node_mem_gb", "hw.gres"} <= settings
     plan, _ = make_plan(tmp_path, *args, "dry_run=true", run_dir=tmp_path / "dry")
     assert any("(dry run: Slurm would refuse it)" in w and "hw.cpus_per_node" in w
                for w in plan.warnings)  # fmt: skip

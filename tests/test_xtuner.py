@@ -57,7 +57,15 @@ def tiny_overrides(root: str) -> list[str]:
     ]
 
 
-CASES = {"a800_4x8": A800, "tiny_cpu": [*tiny_overrides("/data/tiny llava"), "dry_run=true"]}
+# seed 003: InternVL2-2B through XTuner's InternVL recipe (its base trains the ViT; ours freezes it)
+INTERNVL2_2B = ["model=internvl2_2b", "model.engine=xtuner", "data=llava_pretrain", "hw=a800",
+                "model.xtuner_base=internvl_v2_internlm2_2b_finetune", "max_steps=30",
+                "dry_run=true"]  # fmt: skip
+CASES = {
+    "a800_4x8": A800,
+    "tiny_cpu": [*tiny_overrides("/data/tiny llava"), "dry_run=true"],
+    "internvl2_2b_a800": INTERNVL2_2B,
+}
 
 
 def make_plan(tmp_path: Path, overrides: list[str]):
@@ -209,13 +217,29 @@ def test_effective_values_as_mmengine_loads_them(case: str, tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
+    # what plan.json states, read back as it was written (not from the spec)
+    stated = json.loads(plan.files["plan.json"])
     d, m = plan.derived, spec.model
     acc = d.gradient_accumulation_steps
-    image_tokens = (m.force_image_size // m.patch_size) ** 2
-    assert got["batch_size"] == d.per_device_batch_size
+    assert acc == stated["gradient_accumulation_steps"]
+    assert got["batch_size"] == stated["per_device_batch_size"]
     assert got["accumulative_counts"] == acc
-    assert got["lr"] == spec.lr
-    assert got["max_length"] == spec.seq_len - image_tokens
+    assert got["lr"] == stated["lr"]
+    assert got["freeze_llm"] == stated["freeze_llm"]
+    assert got["freeze_visual_encoder"] == stated["freeze_backbone"]
+    assert not stated["freeze_mlp"]  # XTuner always trains the projector
+    ds = json.loads((run / "deepspeed.json").read_text())
+    assert ds["zero_optimization"]["stage"] == stated["zero_stage"]
+    if "model_path" in got:  # InternVL recipe: one checkpoint folder, the image budget inside
+        assert got["model_path"] == got["dataset_model_path"] == m.path
+        assert got["max_length"] == stated["seq_len"]
+        assert got["data_paths"] == [spec.data.json_path]
+        assert got["image_folders"] == [spec.data.image_folder]
+        assert got["sampler_group_size"] == stated["per_device_batch_size"] * acc
+        assert got["train_cfg"] == {"max_iters": stated["max_steps"] * acc}
+        return
+    image_tokens = (m.force_image_size // m.patch_size) ** 2
+    assert got["max_length"] == stated["seq_len"] - image_tokens
     assert got["llm_path"] == m.llm_path and got["tokenizer_paths"] == [m.llm_path]
     assert got["visual_encoder_path"] == got["image_processor_path"] == m.vision_path
     assert got["data_path"] == spec.data.json_path

@@ -35,6 +35,8 @@ def effective(cfg) -> dict:
         "log_interval": cfg.default_hooks.logger.interval,
         "dist_backend": cfg.env_cfg.dist_cfg.backend,
         "seed": cfg.randomness.seed,
+        "freeze_llm": cfg.model.freeze_llm,
+        "freeze_visual_encoder": cfg.model.freeze_visual_encoder,
         "throughput": {k: tp[k] for k in ("hidden_size", "num_layers", "vocab_size", "mlp_ratio")},
     }
     if "llm" in cfg.model:

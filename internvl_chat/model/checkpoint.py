@@ -25,6 +25,8 @@ from internvl_chat.model.lora import has_lora, merge_lora_state, wrap_backbone_l
 from internvl_chat.model.weights import prefixed, read_json, read_weights, split
 
 LAYOUTS = ("original", "components", "hf")
+# The two formats every released model ships in: GitHub (remote code) and transformers' -HF.
+FORMATS = {"github": "original", "hf": "hf"}
 _IO = {"original": original, "components": components, "hf": hf}
 
 __all__ = ["LAYOUTS", "attach_tokenizer", "detect_layout", "load_model", "read_weights",

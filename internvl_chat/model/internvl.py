@@ -171,9 +171,13 @@ class InternVLChatModel(nn.Module):
         sample_ids: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         max_seqlen: int | None = None,
+        loss_weight: torch.Tensor | None = None,
+        loss_norm: torch.Tensor | None = None,
         **_: object,
     ) -> dict:
-        """Returns ``{"logits", "loss"}``; loss = mean CE over shifted labels that are not -100.
+        """Returns ``{"logits", "loss"}``; loss = mean CE over shifted labels that are not -100,
+        or with ``loss_weight`` [B, L] (per label position) sum(w * CE) / ``loss_norm``
+        (``internvl_chat.train.loss``; the norm defaults to this batch's weight sum).
 
         Packed rows: with ``cu_seqlens`` each sub-sample attends only to itself (per-segment
         SDPA or flash varlen); with only ``sample_ids`` (or eager attention) via a 4D mask.
@@ -210,7 +214,14 @@ class InternVLChatModel(nn.Module):
         shift_labels = labels[:, 1:].to(hidden.device)
         sel = shift_labels != IGNORE_INDEX
         logits = lm.get_output_embeddings()(hidden[:, :-1][sel]).float()
-        loss = F.cross_entropy(logits, shift_labels[sel], reduction="sum") / sel.sum().clamp(min=1)
+        if loss_weight is None:
+            loss = F.cross_entropy(logits, shift_labels[sel], reduction="sum") / sel.sum().clamp(
+                min=1
+            )
+        else:
+            w = loss_weight[:, 1:].to(hidden.device)[sel]
+            norm = loss_norm if loss_norm is not None else w.sum().clamp(min=1e-12)
+            loss = (F.cross_entropy(logits, shift_labels[sel], reduction="none") * w).sum() / norm
         if not bool(sel.any()):
             loss = loss + 0.0 * logits.sum()
         logits = None

@@ -1,6 +1,9 @@
 """The language model inside InternVL: native transformers classes for every family.
 
-Qwen2, Llama and Phi-3 map onto their transformers classes unchanged. InternLM2 is not in
+Qwen2 (and Qwen2.5), Qwen3 (q/k RMSNorm per head), Llama, Phi-3 and InternLM3 map onto their
+transformers classes unchanged: their remote-code checkpoints already use transformers' names
+(InternLM3 runs as transformers' own ``internlm3``, a Llama with ``head_dim``). InternLM2 (and
+InternLM2.5) is not in
 transformers and its checkpoints need remote code; we load it as a ``LlamaForCausalLM``
 (same maths: RMSNorm, SwiGLU, rotate-half RoPE, GQA) by converting its fused ``wqkv`` and
 renamed weights, and convert back when saving so the checkpoint keeps its original layout.
@@ -16,6 +19,13 @@ FAMILIES = {
     "Qwen2ForCausalLM": "qwen2",
     "LlamaForCausalLM": "llama",
     "Phi3ForCausalLM": "phi3",
+    "Qwen3ForCausalLM": "qwen3",
+    "InternLM3ForCausalLM": "internlm3",
+}
+# Backbones of released InternVL models that this trainer cannot build yet.
+UNSUPPORTED = {
+    "Qwen3MoeForCausalLM": "Qwen3 MoE (InternVL3.5-30B-A3B / 241B-A28B)",
+    "GptOssForCausalLM": "GPT-OSS (InternVL3.5-GPT-OSS-20B-A4B)",
 }
 
 # LoRA targets per family (spec §4.5, HEAD). InternLM2 runs as Llama, so its fused names
@@ -26,6 +36,7 @@ LORA_TARGETS = {
     "internlm2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
 }
+LORA_TARGETS["qwen3"] = LORA_TARGETS["internlm3"] = LORA_TARGETS["llama"]
 
 # InternLM2 name -> Llama name, for everything except the fused wqkv.
 _INTERNLM2_RENAMES = (
@@ -42,6 +53,11 @@ _INTERNLM2_ONLY_KEYS = ("auto_map", "bias", "attn_implementation", "rope_scaling
 
 def family_of(llm_config: dict) -> str:
     archs = llm_config.get("architectures") or []
+    if archs and archs[0] in UNSUPPORTED:
+        raise ValueError(
+            f"llm_config.architectures {archs!r}: {UNSUPPORTED[archs[0]]} is not supported yet; "
+            f"supported: {', '.join(FAMILIES)}"
+        )
     if not archs or archs[0] not in FAMILIES:
         raise ValueError(
             f"llm_config.architectures {archs!r}: expected one of {', '.join(FAMILIES)}"
@@ -70,6 +86,9 @@ def native_config(llm_config: dict, attn_implementation: str = "sdpa"):
         for k in _INTERNLM2_ONLY_KEYS:
             cfg.pop(k, None)
         model_type = "llama"
+    elif family == "internlm3":
+        cfg.pop("auto_map", None)  # remote code; transformers has internlm3 itself
+        model_type = family
     else:
         model_type = family
     native = AutoConfig.for_model(model_type, **cfg)

@@ -1,6 +1,10 @@
 """Write a tiny random InternVL checkpoint (a few MB) in a real on-disk layout.
 
-`python -m internvl_chat.tools.make_tiny OUT --layout original|components|hf --llm internlm2|qwen2|phi3`
+`python -m internvl_chat.tools.make_tiny OUT --layout original|components|hf --llm internlm2|qwen2|phi3|qwen3|internlm3`
+
+``--layout original`` is the GitHub (remote-code) format, ``hf`` the transformers-native -HF one.
+The newer backbones borrow a tokenizer of their lineage: qwen3 (InternVL3.5) Qwen2's, internlm3
+(InternVL3-9B) InternLM2's; both train with the ``internvl2_5`` template as the official scripts.
 
 Tiles are 56 px with 14 px patches: 16 patches -> 4 image tokens per tile after pixel shuffle
 (``num_image_token = (56 // 14)^2 * 0.5^2``), so a CPU step stays cheap. The tokenizer comes
@@ -19,6 +23,9 @@ IMAGE_SIZE = 56
 PATCH = 14
 # InternViT-300M style: LayerNorm, no qk-normalisation, qkv bias.
 VIT_300M = {"qkv_bias": True, "qk_normalization": False, "norm_type": "layer_norm"}
+LLMS = ("internlm2", "qwen2", "phi3", "qwen3", "internlm3")
+# the tiny tokenizer each family uses (internvl_chat.tokenizer.FAMILIES)
+TOKENIZER_OF = {"qwen3": "qwen2", "internlm3": "internlm2"}
 
 
 def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[dict, dict, dict]:
@@ -60,8 +67,36 @@ def tiny_configs(llm: str, vocab_size: int, bos: int | None, eos: int) -> tuple[
                       "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "pad_token_id": eos,
                       "original_max_position_embeddings": 2048}  # fmt: skip
         template = "phi3-chat"
+    elif llm == "qwen3":
+        # InternVL3.5 style: Qwen3 with q/k RMSNorm per head and head_dim != hidden / heads.
+        vision = dict(VIT_300M)
+        llm_config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+                      "head_dim": 48, "attention_bias": False, "rope_theta": 1000000.0,
+                      "rms_norm_eps": 1e-6, "use_sliding_window": False,
+                      "max_window_layers": 2}  # fmt: skip
+        template = "internvl2_5"
+    elif llm == "internlm3":
+        # InternVL3-9B style: InternLM3 remote-code config (Llama names, head_dim, dynamic RoPE).
+        vision = dict(VIT_300M)
+        llm_config = {
+            "architectures": ["InternLM3ForCausalLM"],
+            "model_type": "internlm3",
+            "auto_map": {
+                "AutoConfig": "configuration_internlm3.InternLM3Config",
+                "AutoModel": "modeling_internlm3.InternLM3Model",
+                "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM",
+            },
+            "head_dim": 48,
+            "bias": False,
+            "qkv_bias": False,
+            "rope_scaling": {"factor": 6.0, "rope_type": "dynamic"},
+            "rope_theta": 50000000,
+            "rms_norm_eps": 1e-5,
+            "pad_token_id": eos,
+        }
+        template = "internvl2_5"
     else:
-        raise ValueError(f"--llm {llm!r}: expected internlm2, qwen2 or phi3")
+        raise ValueError(f"--llm {llm!r}: expected one of {', '.join(LLMS)}")
     vision.update(
         {
             "hidden_size": 64,
@@ -138,9 +173,10 @@ def make_tiny(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
         tok_dir = Path(tmp) / "tokenizer"
-        save_tiny_tokenizer(tok_dir, llm)
+        save_tiny_tokenizer(tok_dir, TOKENIZER_OF.get(llm, llm))
         tok = load_tokenizer(tok_dir)
-        eos = tok.convert_tokens_to_ids("<|im_end|>") if llm == "qwen2" else tok.eos_token_id
+        chatml_eos = llm in ("qwen2", "qwen3")
+        eos = tok.convert_tokens_to_ids("<|im_end|>") if chatml_eos else tok.eos_token_id
         vision, llm_config, chat = tiny_configs(llm, len(tok), tok.bos_token_id, eos)
         shape = shape or {}
         vision.update(shape.get("vision", {}))
@@ -167,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("--layout", default="original", choices=["original", "components", "hf"])
-    p.add_argument("--llm", default="internlm2", choices=["internlm2", "qwen2", "phi3"])
+    p.add_argument("--llm", default="internlm2", choices=LLMS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--internvl-root", help="InternVL checkout: InternLM2 remote-code tokenizer")
     a = p.parse_args(argv)

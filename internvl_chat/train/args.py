@@ -26,8 +26,7 @@ IGNORED_KEYS = {
     "strict_mode",
     "replacement",
     "allow_overflow",
-    "loss_reduction",
-    "loss_reduction_all_gather",
+    "loss_reduction_all_gather",  # ours always normalises by the all-ranks weight sum
     "max_buffer_size",
     "min_num_frame",
     "max_num_frame",
@@ -75,6 +74,10 @@ class TrainArgs:
     use_packed_ds: bool = False
     max_packed_tokens: int | None = None
     num_images_expected: int = 40
+    loss_reduction: str | None = None
+    """token | sample | square: every supervised token of a sample weighs 1, 1/N or 1/sqrt(N)
+    (N: that sample's supervised tokens), normalised by the weights' sum over all ranks, as the
+    official 3.5 code; None: the mean over the micro-batch's supervised tokens."""
     # TrainingArguments
     output_dir: str = "output"
     overwrite_output_dir: bool = False
@@ -109,6 +112,8 @@ class TrainArgs:
     dataloader_num_workers: int = 0
     deepspeed: str | None = None
     report_to: str | list = "tensorboard"
+    run_name: str | None = None
+    """The tracker's run name (the run dir's name)."""
     # ours
     metrics_file: str | None = None
     stop_file: str | None = None
@@ -116,11 +121,15 @@ class TrainArgs:
     optimizer step and the trainer exits with 75 for the launcher to requeue."""
     eval_meta_path: str | None = None
     max_bad_sample_ratio: float = 0.05
+    save_format: str | None = None
+    """hf | github: the checkpoint format saved; None: the one loaded."""
     internvl_revision: str = "head"
     """pin / head: the official code whose default system message and edge cases apply."""
     system_message: str | None = None
     """Replaces the template's default system prompt in training (and is stored in the saved
     config so ``tools.chat`` prompts the same way)."""
+    tracking_params: str | None = None
+    """A YAML file (the run's config.yaml) logged as the W&B / MLflow run's params."""
 
 
 class ArgsError(ValueError):
@@ -163,6 +172,12 @@ def parse_args(raw: dict, source: str = "ARGS.json") -> TrainArgs:
         problems.append(f"{source}: fp16 is not supported; use bf16 (GPU) or fp32 (CPU)")
     if a.lr_scheduler_type not in SCHEDULES:
         problems.append(f"{source}: lr_scheduler_type {a.lr_scheduler_type!r} is not supported")
+    if a.loss_reduction not in (None, "token", "sample", "square"):
+        problems.append(
+            f"{source}: loss_reduction {a.loss_reduction!r}: expected token, sample or square"
+        )
+    if a.save_format not in (None, "hf", "github"):
+        problems.append(f"{source}: save_format {a.save_format!r}: expected hf or github")
     if a.ps_version not in ("v1", "v2"):
         problems.append(f"{source}: ps_version {a.ps_version!r}: expected v1 or v2")
     if a.per_device_train_batch_size < 1 or a.gradient_accumulation_steps < 1:

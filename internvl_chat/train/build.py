@@ -34,6 +34,10 @@ def build_model(a: TrainArgs):
             "force_image_size": a.force_image_size,
         },
     )
+    if a.save_format is not None:  # saved in this format instead of the one loaded
+        from internvl_chat.model.checkpoint import FORMATS
+
+        model.layout = FORMATS[a.save_format]
     if abs(model.config.downsample_ratio - a.down_sample_ratio) > 1e-9:
         raise ArgsError(
             f"down_sample_ratio {a.down_sample_ratio} differs from the checkpoint's "

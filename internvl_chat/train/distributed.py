@@ -94,6 +94,13 @@ class Dist:
         if cuda:
             torch.cuda.set_device(self.device)
         self.is_main = self.rank == 0
+        if self.local_rank == 0 and hasattr(os, "sched_getaffinity"):
+            # what Slurm's task binding left this node's training: the CPUs the plan asked for?
+            cpus = sorted(os.sched_getaffinity(0))
+            print(
+                f"[train] rank {self.rank}: {len(cpus)} CPU(s) {cpus} (sched_getaffinity)",
+                flush=True,
+            )
 
     def allreduce(self, values: list[float], op=None) -> list[float]:
         t = self.torch.tensor(values, dtype=self.torch.float64, device=self.device)

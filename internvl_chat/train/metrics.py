@@ -8,6 +8,8 @@ import socket
 import time
 from pathlib import Path
 
+from internvl_chat.train import tracking
+
 
 class StepAcc:
     """Sums over the micro-batches of one optimizer step (this rank)."""
@@ -101,12 +103,14 @@ def truncate_metrics(path: Path, step: int) -> int:
 class Reporter:
     """Rank 0's outputs: stdout lines, the metrics file and TensorBoard (others: no-ops)."""
 
-    def __init__(self, is_main: bool, out: Path, report_to: str | list):
+    def __init__(self, is_main: bool, out: Path, report_to: str | list, run_name=None, params=None):
         self.is_main, self.out = is_main, out
         self.metrics = None
         self.writer = None
         report = report_to if isinstance(report_to, list) else [report_to]
         self.tensorboard = is_main and "tensorboard" in report
+        backend = next((b for b in report if b in tracking.BACKENDS), None)  # W&B or MLflow
+        self.tracker = tracking.Tracker(backend, run_name, params) if is_main and backend else None
         self.loss_since_log, self.steps_since_log = 0.0, 0
 
     def start(self, metrics_file: str | None, step: int) -> None:
@@ -123,6 +127,8 @@ class Reporter:
             path.parent.mkdir(parents=True, exist_ok=True)
             truncate_metrics(path, step)
             self.metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if self.tracker:
+            self.tracker.start()
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -171,9 +177,13 @@ class Reporter:
         if self.metrics:
             self.metrics.write(json.dumps(rec) + "\n")
             self.metrics.flush()
+        if self.tracker:
+            self.tracker.log(rec)
 
     def close(self) -> None:
         if self.metrics:
             self.metrics.close()
         if self.writer:
             self.writer.close()
+        if self.tracker:
+            self.tracker.close()

@@ -64,7 +64,7 @@ class Trainer:
         )  # fmt: skip
         self.global_step = 0
         self.epoch, self.batch_in_epoch = 0, 0  # data position: micro-batches of this epoch
-        self.report = Reporter(d.is_main, self.out, a.report_to)
+        self.report = Reporter(d.is_main, self.out, a.report_to, a.run_name, a.tracking_params)
 
     @property
     def epoch_float(self) -> float:
@@ -173,6 +173,10 @@ class Trainer:
                 batch = self._batch_to_device(batch)
                 acc.data_time += time.time() - t0
                 acc.start = acc.start or t0
+                if a.loss_reduction:  # official per-sample weights (3.5 recipe)
+                    from internvl_chat.train.loss import loss_inputs
+
+                    batch.update(loss_inputs(batch, a.loss_reduction, self.dist))
                 loss = self.engine(**batch)["loss"]
                 self.engine.backward(loss)
                 boundary = self.engine.is_gradient_accumulation_boundary()

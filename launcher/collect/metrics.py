@@ -30,6 +30,10 @@ from typing import Any
 
 from launcher.flops import ALL_TRAINABLE, ModelDims, Trainable, llm_flops_per_token, sample_flops
 
+# The two throughput figures, labelled wherever they are written (summary, report, CSV).
+TGS_DEFINITION = "seed 000 formula: samples/s x seq_len / devices (padding counted)"
+REAL_TOKENS = "real non-padding tokens (image + text) / step time / devices"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Metrics:
@@ -55,6 +59,28 @@ class Metrics:
     sps: float | None = None
     sps_window: str | None = None
     tps_per_device: float | None = None
+    tokens_per_sec_per_device_source: str | None = None
+    """What tokens_per_sec_per_device counts (REAL_TOKENS, or the fallback used)."""
+
+    @property
+    def tgs_definition(self) -> str | None:
+        return TGS_DEFINITION if self.tgs is not None else None
+
+    @property
+    def throughput_notes(self) -> list[str]:
+        """report.md's notes: how TGS was measured (or why not), what real tokens/s counts."""
+        tgs = f"TGS ({TGS_DEFINITION}): {self.tgs_source}"
+        out = [tgs if self.tgs is not None else f"no TGS: {self.tgs_reason}"]
+        real = self.tokens_per_sec_per_device_source
+        return out + ([f"real tokens/s/device: {real}"] if real else [])
+
+    @property
+    def throughput_labels(self) -> dict[str, str | None]:
+        """What each throughput figure counts, written beside them (summary, CSV, report)."""
+        return {
+            "tgs_definition": self.tgs_definition,
+            "tokens_per_sec_per_device_source": self.tokens_per_sec_per_device_source,
+        }
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -181,14 +207,17 @@ def compute(
         return sum(r[key] * w for r, w in rows) / time / gpus
 
     tok = per_device("tokens")
+    tok_source = REAL_TOKENS if tok is not None else None
     if tok is None and gpus:
         job = [(r["tokens_per_sec"], w) for r, w in window if "tokens_per_sec" in r]
         tok = _weighted_mean(job) / gpus if job else None
+        tok_source = "the trainer's non-padding tokens/s / devices" if job else None
     xt_tok = [
         (r["tokens_per_sec_per_device"], w) for r, w in window if "tokens_per_sec_per_device" in r
     ]
     if tok is None and xt_tok:
         tok = _weighted_mean(xt_tok)
+        tok_source = "XTuner's tokens/s/device (padded text tokens, images not counted)"
         notes.append(
             "tokens/s per device is XTuner's (padded text tokens, image tokens not counted)"
         )
@@ -257,6 +286,7 @@ def compute(
         tgs_source=tgs_source,
         tgs_reason=tgs_reason,
         tokens_per_sec_per_device=tok,
+        tokens_per_sec_per_device_source=tok_source,
         image_tokens_per_sec_per_device=img,
         text_tokens_per_sec_per_device=txt,
         step_time_p50=p50,

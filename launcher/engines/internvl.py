@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from internvl_chat.prompts import system_message
+from launcher import tracking
 from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
 from launcher.engines.torchrun import torchrun
+from launcher.generations import generation_args
 from launcher.rundir import RunDir
 from launcher.spec import DatasetEntry, JobSpec, Problem
 
@@ -69,6 +71,7 @@ TRAINING_ARGS = {
     "dataloader_num_workers",
     "deepspeed",
     "report_to",
+    "run_name",
     "do_train",
     "evaluation_strategy",
     "group_by_length",
@@ -133,7 +136,11 @@ class InternVLEngine:
             system_message(spec.model.template, spec.model.internvl_revision)
         except ValueError as e:
             out.append(Problem("model.template", str(e)))
-        if d.packed and self.official and spec.model.internvl_revision == "pin":
+        if (
+            (d.packed or spec.model.packed)
+            and self.official
+            and spec.model.internvl_revision == "pin"
+        ):
             out.append(
                 Problem(
                     "data.packed",
@@ -193,7 +200,7 @@ class InternVLEngine:
             "min_dynamic_patch": m.min_dynamic_patch,
             "max_dynamic_patch": m.max_dynamic_patch,
             "normalize_type": m.normalize_type,
-            "use_packed_ds": d.packed,
+            "use_packed_ds": d.packed or m.packed,
             "output_dir": str(run.output_dir),
             # False keeps HF's resume-from-last-checkpoint working after a requeue
             # (the shipped scripts pass True and silently restart from step 0).
@@ -218,18 +225,22 @@ class InternVLEngine:
             "dataloader_num_workers": d.num_workers,
             "group_by_length": d.group_by_length,
             "deepspeed": str(run.deepspeed_json),
-            "report_to": "tensorboard",
+            "report_to": tracking.report_to(spec.tracking),
+            "run_name": run.root.name,  # the tracker's run name (HF's too)
             "metrics_file": str(run.metrics_jsonl),
             "eval_meta_path": self.eval_meta_path(spec, run),
             "max_bad_sample_ratio": d.max_bad_sample_ratio,
             # ours only (the official script takes its prompt from its own checkout)
             "internvl_revision": m.internvl_revision,
             "system_message": self.system_message(spec),
+            "tracking_params": str(run.config_yaml),  # ours logs the composed config
         }
         # the process-group timeout: a dead or hung rank fails the job after this long
         args["ddp_timeout"] = spec.cluster.collective_timeout_s
         # save at the next step boundary and exit 75 once this exists (requeue)
         args["stop_file"] = str(run.stop_file)
+        # the packed recipe (InternVL3.5) and model.save_format, only where set
+        args.update(generation_args(spec))
         args.update(spec.engine_args)
         if self.official:
             rev = spec.model.internvl_revision
@@ -290,7 +301,7 @@ class InternVLEngine:
                 {"LAUNCHER": "pytorch", "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
             )
         else:
-            env["PYTHONPATH"] = str(REPO)
+            env["PYTHONPATH"] = str(run.code_dir)  # the snapshot (launcher.snapshot)
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     # on the node ---------------------------------------------------------------------

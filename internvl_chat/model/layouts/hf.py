@@ -48,6 +48,8 @@ _ARCH_OF_TYPE = {
     "qwen2": "Qwen2ForCausalLM",
     "llama": "LlamaForCausalLM",
     "phi3": "Phi3ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "internlm3": "InternLM3ForCausalLM",
 }
 _CHAT_KEYS = ("template", "dynamic_image_size", "use_thumbnail", "min_dynamic_patch",
               "max_dynamic_patch", "pad2square", "use_llm_lora")  # fmt: skip
@@ -123,13 +125,18 @@ def hf_config(cfg: InternVLChatConfig, img_context_token_id: int | None) -> dict
         tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
     ).to_dict()
     hf["architectures"] = ["InternVLForConditionalGeneration"]
-    # Our settings that native InternVL keeps in its processor; ignored by transformers.
+    # Our settings that native InternVL keeps in its processor, and the GitHub format's own
+    # llm_config and extra keys (remote-code names, InternLM2's family), so that converting
+    # back gives the same config.json; ignored by transformers.
     hf["internvl_chat"] = {k: getattr(cfg, k) for k in _CHAT_KEYS}
+    hf["internvl_chat"].update(
+        llm_config=cfg.llm_config, vision_config=v.to_dict(), extra=cfg.extra
+    )
     return hf
 
 
 def config_from_hf(d: dict) -> InternVLChatConfig:
-    v = d["vision_config"]
+    v, kept = d["vision_config"], d.get("internvl_chat", {})
     if not v.get("use_mean_pooling", True):
         raise ValueError(
             "config.json vision_config.use_mean_pooling false (final norm) is unsupported"
@@ -138,26 +145,32 @@ def config_from_hf(d: dict) -> InternVLChatConfig:
     patch = v.get("patch_size", [14, 14])
     size = size[0] if isinstance(size, list) else size
     patch = patch[0] if isinstance(patch, list) else patch
-    vision = InternVisionConfig(
-        hidden_size=v["hidden_size"],
-        num_hidden_layers=v["num_hidden_layers"],
-        num_attention_heads=v["num_attention_heads"],
-        intermediate_size=v["intermediate_size"],
-        qkv_bias=v.get("attention_bias", False),
-        qk_normalization=v.get("use_qk_norm", False),
-        norm_type=v.get("norm_type", "layer_norm"),
-        layer_norm_eps=v.get("layer_norm_eps", 1e-6),
-        image_size=size,
-        patch_size=patch,
-        num_channels=v.get("num_channels", 3),
-        initializer_factor=v.get("layer_scale_init_value", 0.1),
-        hidden_act=v.get("hidden_act", "gelu"),
+    vision = (
+        InternVisionConfig.from_dict(kept["vision_config"])
+        if "vision_config" in kept
+        else InternVisionConfig(
+            hidden_size=v["hidden_size"],
+            num_hidden_layers=v["num_hidden_layers"],
+            num_attention_heads=v["num_attention_heads"],
+            intermediate_size=v["intermediate_size"],
+            qkv_bias=v.get("attention_bias", False),
+            qk_normalization=v.get("use_qk_norm", False),
+            norm_type=v.get("norm_type", "layer_norm"),
+            layer_norm_eps=v.get("layer_norm_eps", 1e-6),
+            image_size=size,
+            patch_size=patch,
+            num_channels=v.get("num_channels", 3),
+            initializer_factor=v.get("layer_scale_init_value", 0.1),
+            hidden_act=v.get("hidden_act", "gelu"),
+        )
     )
-    text = dict(d["text_config"])
+    extra = kept
+    text = dict(extra.get("llm_config") or d["text_config"])
     text.setdefault("architectures", [_ARCH_OF_TYPE.get(text.get("model_type"), "")])
-    if not text["architectures"] or text["architectures"][0] not in _ARCH_OF_TYPE.values():
+    archs = text["architectures"]
+    if "llm_config" not in extra and (not archs or archs[0] not in _ARCH_OF_TYPE.values()):
         text["architectures"] = [_ARCH_OF_TYPE.get(text.get("model_type"), "?")]
-    extra = d.get("internvl_chat", {})
+    chat = {k: v for k, v in extra.items() if k in _CHAT_KEYS and k != "use_llm_lora"}
     return InternVLChatConfig(
         vision_config=vision,
         llm_config=text,
@@ -165,8 +178,9 @@ def config_from_hf(d: dict) -> InternVLChatConfig:
         force_image_size=size,
         downsample_ratio=d.get("downsample_ratio", 0.5),
         ps_version="v2",
-        **{k: v for k, v in extra.items() if k != "use_llm_lora"},
+        **chat,
         use_llm_lora=extra.get("use_llm_lora", 0),
+        extra=dict(extra.get("extra") or {}),
     )
 
 

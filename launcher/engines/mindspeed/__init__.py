@@ -24,7 +24,7 @@ from pathlib import Path
 
 from launcher.derive import Derived
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
-from launcher.engines.mindspeed import render
+from launcher.engines.mindspeed import recipes, render
 from launcher.engines.mindspeed.convert_sh import convert_sh
 from launcher.engines.mindspeed.data_json import data_json, dataset_paths
 from launcher.engines.mindspeed.model_json import model_json
@@ -111,9 +111,9 @@ class MindSpeedEngine:
                 if got != want:
                     out.append(
                         Problem(
-                            "model.mindspeed_ckpt",
+                            "model.mindspeed_mm_dir",
                             f"{stamp.parent} was converted with {got}, this job's split is "
-                            f"{want}; point model.mindspeed_ckpt at a new folder (it is "
+                            f"{want}; point model.mindspeed_mm_dir at a new folder (it is "
                             "converted on the first start) or give that split",
                         )
                     )
@@ -127,6 +127,7 @@ class MindSpeedEngine:
             "cp": spec.parallelism.cp,
             "data_parallel_size": derived.data_parallel_size,
             "converted_checkpoint": render.mm_dir(spec, split),
+            "split_source": recipes.source(spec),
             "layer_costs": dict(
                 zip(("vit_layer", "lm_head"), render.layer_costs(spec), strict=True)
             ),

@@ -30,7 +30,7 @@ def link(mm_dir: Path, save_dir: Path, want: dict) -> str | None:
             return (
                 f"{mm_dir} was converted with split {got}, this job uses {want}: "
                 "model.json's pipeline_num_layers must match the conversion; convert again "
-                "(bash RUN_DIR/mindspeed/convert.sh hf_to_mm) or set model.mindspeed_ckpt"
+                "(bash RUN_DIR/mindspeed/convert.sh hf_to_mm) or set model.mindspeed_mm_dir"
             )
     else:
         print(f"[mindspeed] {mm_dir} has no {STAMP}: cannot confirm its split", flush=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.derive import Derived
+from launcher.engines.mindspeed import recipes
 from launcher.engines.mindspeed import split as splits
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec
@@ -50,12 +51,15 @@ def layer_costs(spec: JobSpec) -> tuple[float, float]:
 
 
 def resolve_split(spec: JobSpec) -> tuple[splits.Split | None, list[splits.Problem]]:
-    """The split this job uses (the user's, or the balanced one), with every problem."""
+    """The split this job uses (the user's, else MindSpeed-MM's recipe for this model and
+    PP/VPP, else the balanced one), with every problem; recipes.source(spec) says which."""
     par, d = spec.parallelism, spec.model.dims
     vit_cost, head_cost = layer_costs(spec)
+    given = par.vit_pp_layers is not None or par.llm_pp_layers is not None
+    published = None if given else recipes.recipe(spec)
     return splits.resolve(
-        par.vit_pp_layers,
-        par.llm_pp_layers,
+        published.vit if published else par.vit_pp_layers,
+        published.llm if published else par.llm_pp_layers,
         vit_layers=d.vit.layers,
         llm_layers=d.llm.layers,
         pp=par.pp,
@@ -76,10 +80,12 @@ def split_tag(spec: JobSpec, split: splits.Split) -> str:
 
 
 def mm_dir(spec: JobSpec, split: splits.Split) -> str:
-    """Where hf_to_mm writes and training loads from: one path, so they cannot differ."""
-    if spec.model.mindspeed_ckpt:
-        return spec.model.mindspeed_ckpt
-    return f"{spec.model.path}-mm-{split_tag(spec, split)}"
+    """Where hf_to_mm writes and training loads from: one path, so they cannot differ.
+    model.mindspeed_mm_dir, else in the run's own storage: never beside the source model,
+    whose store is often read-only and shared."""
+    if spec.model.mindspeed_mm_dir:
+        return spec.model.mindspeed_mm_dir
+    return str(RunDir(spec.run_dir).mindspeed_mm_dir(split_tag(spec, split)))
 
 
 def split_record(spec: JobSpec, split: splits.Split) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from launcher import tracking
 from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
@@ -63,6 +64,10 @@ class XTunerEngine:
             out.append(Problem("model.path", "InternVL recipes need the checkpoint folder"))
         if not (d.json_path or d.generate):
             out.append(Problem("data.json_path", "XTuner recipes need the JSON annotation file"))
+        if m.freeze_mlp:
+            out.append(
+                Problem("model.freeze_mlp", "XTuner always trains the projector; set it to false")
+            )
         if spec.parallelism.zero_stage == 0:
             out.append(Problem("parallelism", "xtuner train --deepspeed needs ZeRO stage 1-3"))
         if spec.max_steps is None and not float(spec.epochs).is_integer():
@@ -72,7 +77,8 @@ class XTunerEngine:
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
         stem = base_stem(spec.model.xtuner_base)
         files = {
-            run.xtuner_config.name: render_xtuner_config(stem, overrides(spec, derived)),
+            run.xtuner_config.name: render_xtuner_config(stem, overrides(spec, derived))
+            + tracking.xtuner_visualizer(spec.tracking, run),
             run.deepspeed_json.name: json.dumps(
                 ds_config.render(spec, derived, optimizer_block=False), indent=2
             )
@@ -83,7 +89,7 @@ class XTunerEngine:
         return files
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:
-        maker = str(CFG_DIR / "make_tiny_llava.py")
+        maker = str(run.code_dir / CFG_DIR.name / "make_tiny_llava.py")
         xpy = str(self.env_dir(spec) / "bin" / "python")
         steps = []
         if spec.model.make_tiny:

@@ -20,11 +20,26 @@ from launcher.plan import Plan
 from launcher.rundir import RunDir
 
 
+def vis_data_files(output_dir: Path) -> list[Path]:
+    """Every `<ts>/vis_data/<ts>.json` under XTuner's work dir, oldest first (one per start)."""
+    found = sorted(output_dir.glob("*/vis_data/*.json"))
+    return [p for p in found if p.name not in ("scalars.json",) and p.stem == p.parent.parent.name]
+
+
 def find_vis_data(output_dir: Path) -> Path | None:
     """The newest `<ts>/vis_data/<ts>.json` under XTuner's work dir."""
-    found = sorted(output_dir.glob("*/vis_data/*.json"))
-    found = [p for p in found if p.name not in ("scalars.json",) and p.stem == p.parent.parent.name]
+    found = vis_data_files(output_dir)
     return found[-1] if found else None
+
+
+def merged_records(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records of every start, oldest first, as one run: a start that resumed from a
+    checkpoint replaces the records from its first iteration on (each step once)."""
+    out: list[dict[str, Any]] = []
+    for rows in parts:
+        if rows:
+            out = [r for r in out if r["step"] < rows[0]["step"]] + rows
+    return out
 
 
 def vis_to_metrics(
@@ -108,8 +123,9 @@ def evidence(run: RunDir):
 
     log = run.node_log(0)
     log_text = log.read_text(errors="replace") if log.exists() else ""
-    path = find_vis_data(run.output_dir)
-    rows = vis.parse(path).records if path else None
+    # a requeued or resumed start writes its own vis_data folder, from the resumed iter on
+    paths = vis_data_files(run.output_dir)
+    rows = merged_records([vis.parse(p).records for p in paths]) if paths else None
     pointer = run.xtuner_last_checkpoint
     last = Path(pointer.read_text().strip()) if pointer.exists() else None
     return log_text, rows, last

@@ -39,6 +39,9 @@ _COMMON = {
     "dist_backend": ["env_cfg.dist_cfg.backend"],
     "dist_timeout": ["env_cfg.dist_cfg.timeout"],
     "seed": ["randomness.seed"],
+    # the plan's freeze flags (and its memory estimate) must be what trains, not the base's
+    "freeze_llm": ["model.freeze_llm"],
+    "freeze_visual_encoder": ["model.freeze_visual_encoder"],
 }
 RECIPES: dict[str, dict[str, list[str]]] = {
     "llava": {
@@ -223,6 +226,8 @@ def overrides(spec: JobSpec, derived: Derived) -> dict[str, Any]:
         "data_path": d.json_path,
         "image_folder": d.image_folder,
         "warmup_ratio": m.warmup_ratio,
+        "freeze_llm": m.freeze_llm,
+        "freeze_visual_encoder": m.freeze_backbone,
     }
     if spec.max_steps is not None:
         o["max_iters"] = spec.max_steps * acc

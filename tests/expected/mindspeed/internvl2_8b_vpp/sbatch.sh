@@ -14,8 +14,8 @@
 
 # setup
 source /usr/local/Ascend/ascend-toolkit/set_env.sh
-cd <REPO>
-export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+cd <TMP>/run/code
+export PYTHONPATH=<TMP>/run/code${PYTHONPATH:+:$PYTHONPATH}
 if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then '/opt/ms env/bin/python' -u -m launcher.node <TMP>/run --before-srun || exit $?; fi
 
 # command

@@ -18,8 +18,8 @@
 # setup
 module load cuda/12.1
 source /share/envs/internvl/bin/activate
-cd <REPO>
-export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+cd <TMP>/run/code
+export PYTHONPATH=<TMP>/run/code${PYTHONPATH:+:$PYTHONPATH}
 if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then /share/envs/internvl/bin/python -u -m launcher.node <TMP>/run --before-srun || exit $?; fi
 
 # command

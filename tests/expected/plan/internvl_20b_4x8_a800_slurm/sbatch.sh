@@ -13,8 +13,8 @@
 #SBATCH --signal=USR2@90
 
 # setup
-cd <REPO>
-export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+cd <TMP>/run/code
+export PYTHONPATH=<TMP>/run/code${PYTHONPATH:+:$PYTHONPATH}
 if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then '/opt/vlm env/bin/python' -u -m launcher.node <TMP>/run --before-srun || exit $?; fi
 
 # command

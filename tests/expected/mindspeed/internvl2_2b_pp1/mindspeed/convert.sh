@@ -2,19 +2,19 @@
 # Rendered by launcher.engines.mindspeed for <TMP>/run; re-render, do not edit.
 # The split here is the one in mindspeed/model.json (pipeline_num_layers):
 #   vit_pp_layers [[24]]  llm_pp_layers [[24]]
-# bash convert.sh hf_to_mm        HF weights -> /share/ckpt/InternVL2-2B-mm-tp1-pp1-llm24-vit24 (what --load reads)
+# bash convert.sh hf_to_mm        HF weights -> <TMP>/run/mindspeed/mm-tp1-pp1-llm24-vit24 (what --load reads)
 # bash convert.sh mm_to_hf [DIR]  a trained checkpoint (default: the latest in output/) -> output/hf
 set -euo pipefail
 case "${1:-hf_to_mm}" in
   hf_to_mm)
     mm-convert InternVLConverter hf_to_mm \
-      --cfg.mm_dir /share/ckpt/InternVL2-2B-mm-tp1-pp1-llm24-vit24 \
+      --cfg.mm_dir <TMP>/run/mindspeed/mm-tp1-pp1-llm24-vit24 \
       --cfg.hf_config.hf_dir /share/ckpt/InternVL2-2B \
       --cfg.parallel_config.llm_pp_layers '[[24]]' \
       --cfg.parallel_config.vit_pp_layers '[[24]]' \
       --cfg.parallel_config.tp_size 1 \
       --cfg.trust_remote_code True
-    printf '%s\n' '{"tp":1,"pp":1,"vpp":null,"vit_pp_layers":[24],"llm_pp_layers":[24]}' > /share/ckpt/InternVL2-2B-mm-tp1-pp1-llm24-vit24/vlm_launch_split.json
+    printf '%s\n' '{"tp":1,"pp":1,"vpp":null,"vit_pp_layers":[24],"llm_pp_layers":[24]}' > <TMP>/run/mindspeed/mm-tp1-pp1-llm24-vit24/vlm_launch_split.json
     ;;
   mm_to_hf)
     CKPT="${2:-<TMP>/run/output}"

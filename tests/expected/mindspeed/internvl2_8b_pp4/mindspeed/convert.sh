@@ -1,20 +1,20 @@
 #!/bin/bash
 # Rendered by launcher.engines.mindspeed for <TMP>/run; re-render, do not edit.
 # The split here is the one in mindspeed/model.json (pipeline_num_layers):
-#   vit_pp_layers [[24,0,0,0]]  llm_pp_layers [[8,8,9,7]]
-# bash convert.sh hf_to_mm        HF weights -> /share/ckpt/InternVL2-8B-mm-tp1-pp4-llm8.8.9.7-vit24.0.0.0 (what --load reads)
+#   vit_pp_layers [[24,0,0,0]]  llm_pp_layers [[6,9,9,8]]
+# bash convert.sh hf_to_mm        HF weights -> <TMP>/run/mindspeed/mm-tp1-pp4-llm6.9.9.8-vit24.0.0.0 (what --load reads)
 # bash convert.sh mm_to_hf [DIR]  a trained checkpoint (default: the latest in output/) -> output/hf
 set -euo pipefail
 case "${1:-hf_to_mm}" in
   hf_to_mm)
     mm-convert InternVLConverter hf_to_mm \
-      --cfg.mm_dir /share/ckpt/InternVL2-8B-mm-tp1-pp4-llm8.8.9.7-vit24.0.0.0 \
+      --cfg.mm_dir <TMP>/run/mindspeed/mm-tp1-pp4-llm6.9.9.8-vit24.0.0.0 \
       --cfg.hf_config.hf_dir /share/ckpt/InternVL2-8B \
-      --cfg.parallel_config.llm_pp_layers '[[8,8,9,7]]' \
+      --cfg.parallel_config.llm_pp_layers '[[6,9,9,8]]' \
       --cfg.parallel_config.vit_pp_layers '[[24,0,0,0]]' \
       --cfg.parallel_config.tp_size 1 \
       --cfg.trust_remote_code True
-    printf '%s\n' '{"tp":1,"pp":4,"vpp":null,"vit_pp_layers":[24,0,0,0],"llm_pp_layers":[8,8,9,7]}' > /share/ckpt/InternVL2-8B-mm-tp1-pp4-llm8.8.9.7-vit24.0.0.0/vlm_launch_split.json
+    printf '%s\n' '{"tp":1,"pp":4,"vpp":null,"vit_pp_layers":[24,0,0,0],"llm_pp_layers":[6,9,9,8]}' > <TMP>/run/mindspeed/mm-tp1-pp4-llm6.9.9.8-vit24.0.0.0/vlm_launch_split.json
     ;;
   mm_to_hf)
     CKPT="${2:-<TMP>/run/output}"
@@ -22,7 +22,7 @@ case "${1:-hf_to_mm}" in
       --cfg.save_hf_dir <TMP>/run/output/hf \
       --cfg.mm_dir "$CKPT" \
       --cfg.hf_config.hf_dir /share/ckpt/InternVL2-8B \
-      --cfg.parallel_config.llm_pp_layers '[8,8,9,7]' \
+      --cfg.parallel_config.llm_pp_layers '[6,9,9,8]' \
       --cfg.parallel_config.vit_pp_layers '[24,0,0,0]' \
       --cfg.parallel_config.tp_size 1
     ;;
