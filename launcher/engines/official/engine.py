@@ -45,6 +45,15 @@ def env_dir(spec: JobSpec) -> Path:
     return Path(spec.engine_args.get("official_env") or DEFAULT_ENV)
 
 
+def official_python(spec: JobSpec) -> tuple[str, bool]:
+    """The training processes' python and whether it is this machine's official env:
+    engine_args.official_env, else an explicit cluster.python (the site's env for the
+    official code), else <repo>/.venv-internvl."""
+    if not spec.engine_args.get("official_env") and spec.cluster.python:
+        return spec.cluster.python, False
+    return str(env_dir(spec) / "bin" / "python"), True
+
+
 def compat_edits(spec: JobSpec) -> bool:
     """E1-E4 where flash-attn / NCCL / a GPU are missing: CPU hardware unless told otherwise."""
     setting = str(spec.engine_args.get("official_compat_edits", "auto")).lower()
@@ -90,8 +99,8 @@ class OfficialEngine(InternVLEngine):
         setting = str(spec.engine_args.get("official_compat_edits", "auto")).lower()
         if setting not in ("auto", "true", "false"):
             out.append(Problem("engine_args.official_compat_edits", "auto, true or false"))
-        python = env_dir(spec) / "bin" / "python"
-        if not spec.dry_run and not python.exists():
+        python, ours = official_python(spec)
+        if ours and not spec.dry_run and not Path(python).exists():
             out.append(
                 Problem(
                     "engine_args.official_env",
@@ -172,8 +181,7 @@ class OfficialEngine(InternVLEngine):
     def node_launch(
         self, spec: JobSpec, derived: Derived, run: RunDir, node_rank: int, python: str
     ) -> NodeLaunch:
-        official_python = str(env_dir(spec) / "bin" / "python")
-        launch = super().node_launch(spec, derived, run, node_rank, official_python)
+        launch = super().node_launch(spec, derived, run, node_rank, official_python(spec)[0])
         env = {**launch.env, "PYTHONPATH": str(_code(spec))}
         return NodeLaunch(node_rank=node_rank, argv=launch.argv, env=env)
 
