@@ -62,8 +62,14 @@ def compat_edits(spec: JobSpec) -> bool:
     return setting == "true"
 
 
+def _root(spec: JobSpec) -> Path:
+    """model.internvl_root as an absolute path: a relative one means relative to where the
+    launcher ran, not to the nodes' working directory."""
+    return Path(spec.model.internvl_root).absolute()
+
+
 def _checkout(spec: JobSpec) -> Path:
-    return Path(spec.model.internvl_root) / "internvl_chat"
+    return _root(spec) / "internvl_chat"
 
 
 def bf16_as_official(spec: JobSpec) -> bool:
@@ -171,7 +177,7 @@ class OfficialEngine(InternVLEngine):
             ckpt = Path(spec.model.path)
             marker = "tokenization_internlm2.py" if llm == "internlm2" else "vocab.json"
             argv = (python, "-m", "internvl_chat.tools.tiny_original", str(ckpt), f"--llm={llm}",
-                    f"--internvl-root={spec.model.internvl_root}")  # fmt: skip
+                    f"--internvl-root={_root(spec)}")  # fmt: skip
             steps.insert(1, PrepareStep(argv=argv, creates=str(ckpt / marker)))
         return steps
 
