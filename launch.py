@@ -17,7 +17,9 @@ VERBS = ("status", "logs", "cancel", "report")
 
 
 def main() -> int:
-    argv = sys.argv[1:]
+    from launcher.nodecheck import alias
+
+    argv = sys.argv[1:] = [alias(a) for a in sys.argv[1:]]  # preflight=true|false
     if argv and argv[0] == "resume":
         from launcher.resume import main as resume_main
 

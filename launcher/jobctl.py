@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from launcher.dispatch import _pid_alive, squeue_state
+from launcher.nodecheck import preflight_table, status_bits
 from launcher.rundir import RunDir
 from launcher.settings import point_settings
 
@@ -98,6 +99,7 @@ def status_text(runs: list[RunDir]) -> tuple[str, bool]:
         if p["failure_class"]:
             extra += f" failure={p['failure_class']}"
         extra += point_settings(run.root)  # a sweep point: the settings that differ
+        extra += status_bits(run)  # the pre-flight's verdict, stragglers
         out.append(f"{st:<22} {ident!s:<10} {run.root}{extra}")
         out += [f"  {line}" for detail in STATUS_DETAILS for line in detail(run, st)]
     return "\n".join(out), ended
@@ -109,7 +111,7 @@ def _live_progress(run: RunDir, st: str) -> list[str]:
     return progress_lines(run) if st == "RUNNING" else []
 
 
-STATUS_DETAILS = [_live_progress]
+STATUS_DETAILS = [_live_progress, preflight_table]
 """(run, state) -> lines shown under the run's status line; add one function per topic."""
 
 

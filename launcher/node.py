@@ -32,6 +32,8 @@ from launcher.attempt import (
     status_for,
     stop_action,
 )
+from launcher.node_gate import gate, step_times_env
+from launcher.nodecheck import summary_fields
 from launcher.plan import Plan
 from launcher.rendezvous import Rendezvous, fill, free_port, rendezvous_from_slurm
 from launcher.requeue import (
@@ -150,6 +152,9 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
         line = new_attempt(run, rv.hostnames)
         if line:
             tee.write(line)
+    gated = gate(run, plan, rv, tee, _child_env(plan.node_launch[rv.node_rank].env, rv))
+    if gated is not None:
+        return gated  # the pre-flight stopped the run or requeued it without a bad node
     ok, reason = _prepare(run, plan, rv, tee)
     rc = None
     outcome = None
@@ -161,7 +166,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             argv, note = resume(run, argv)
             if note:
                 tee.write(f"[launcher] {note}\n")
-        rc = tee.run(argv, _child_env(launch.env, rv))
+        rc = tee.run(argv, _child_env(launch.env, rv) | step_times_env(run, rv))
         if rc != EX_TEMPFAIL and saved_for_requeue(run, "".join(tee.tail)):
             rc = EX_TEMPFAIL
         if rc != EX_TEMPFAIL:
@@ -211,6 +216,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             summary["exit_reason"] = reason
             summary["action"] = stop_action(failure)
         summary["provenance"] = {**(plan.provenance or {}), **record["provenance"]}
+        summary |= summary_fields(run)  # the pre-flight's verdict, stragglers
         run.write_summary(summary)
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")
     return 0 if ok else 1

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from launcher import site, tracking
+from launcher import nodecheck, site, tracking
 from launcher.derive import Derived
 from launcher.engines import get_engine
 from launcher.engines.base import NodeLaunch, PrepareStep
@@ -86,6 +86,8 @@ class Plan:
     reliability: Mapping[str, Any] | None = None
     """cluster.max_requeues, signal_delay_s, collective_timeout_s, requeue_on_node_failure,
     exclude_failed_nodes: what the node task and the sbatch teardown act on."""
+    preflight: Mapping[str, Any] | None = None
+    """The node pre-flight (launcher.nodecheck.plan_record), when the run asks for one."""
     megatron: Mapping[str, Any] | None = None
     """engine=mindspeed: its Megatron layout record (engines/mindspeed plan_record)."""
     wrapper_argv: tuple[str, ...] | None = None
@@ -130,6 +132,8 @@ class Plan:
         out["time_limit"] = self.time_limit
         out["warnings"] = list(self.warnings)
         out["reliability"] = dict(self.reliability) if self.reliability is not None else None
+        if self.preflight is not None:
+            out["preflight"] = self.preflight
         if self.megatron is not None:
             out["megatron"] = self.megatron
         if self.wrapper_argv is not None:
@@ -183,6 +187,7 @@ class Plan:
             time_limit=r["time_limit"],
             warnings=tuple(r["warnings"]),
             reliability=r.get("reliability"),
+            preflight=r.get("preflight"),
             megatron=megatron,
             wrapper_argv=tuple(wrapper) if wrapper is not None else None,
             memory_estimate=MemoryEstimate(**mem) if mem else None,
@@ -300,6 +305,7 @@ def make_plan(
         ),
         warnings=checked.warnings,
         reliability={k: getattr(spec.cluster, k) for k in RELIABILITY_KEYS},
+        preflight=nodecheck.plan_record(spec, derived, run, python),
         megatron=engine.plan_record(spec, derived) if m.engine == "mindspeed" else None,
         wrapper_argv=tuple(wrapper_argv(spec, run)) if spec.cluster.kind == "wrapper" else None,
         memory_estimate=None
@@ -312,7 +318,7 @@ def make_plan(
         ),
         provenance=provenance or None,
         files=files,
-        notes=checked.notes,
+        notes=(*checked.notes, *nodecheck.notes(spec)),
     )
     files[run.plan_json.name] = plan.to_json()
     return plan

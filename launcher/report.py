@@ -23,6 +23,7 @@ from launcher.collect.metrics import Metrics, compute
 from launcher.compare import label_rows, markdown, run_settings
 from launcher.engines.official.edits import report_section as official_edits
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
+from launcher.nodecheck import report_section
 from launcher.plan import Plan
 from launcher.rundir import RunDir
 from launcher.verdict import Verdict, verdict
@@ -367,7 +368,8 @@ def report(
             row.notes.append("summary.json not updated (the run has not ended)")
     differ = label_rows(rows)
     written = plot(rows, out) if plots else []
-    (out / "report.md").write_text(render_markdown(rows, written, differ))
+    nodes = report_section([p for (kind, p) in found if kind == "run"])  # the "Nodes" section
+    (out / "report.md").write_text(render_markdown(rows, written, differ) + nodes)
     (out / "metrics.csv").write_text(render_csv(rows))
     return out / "report.md", rows
 

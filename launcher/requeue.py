@@ -287,6 +287,8 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         return 0  # submitit's signal handler already requeued this attempt
     summary = run.summary()
     this_attempt = summary is not None and summary.get("restart", 0) == restarts
+    if this_attempt and summary.get("failure_class") == "preflight":
+        return srun_status or 1  # node 0 stopped the run before training: its verdict stands
     if this_attempt and summary["status"] in ("completed", "stopped", "cancelled"):
         return 0 if summary["status"] == "completed" else srun_status or 1
     rv = _batch_rendezvous(plan)
@@ -308,19 +310,18 @@ def after_srun(run_dir: str, srun_status: int) -> int:
             "action": "requeued",
             "resume_step": _resume_step(run, plan),
         }
-        if cluster.get("exclude_failed_nodes") and failure.node in rv.hostnames:
-            out = subprocess.run(
-                ["scontrol", "update", f"JobId={rv.job_id}", f"ExcNodeList={failure.node}"],
-                capture_output=True,
-                text=True,
-            )
-            event["excluded"] = failure.node if out.returncode == 0 else None
-            if out.returncode != 0:
-                event["exclude_error"] = (out.stderr or out.stdout).strip()
+        exclude = cluster.get("exclude_failed_nodes") and failure.node in rv.hostnames
+        if exclude:
+            event["excluded"] = failure.node
         if summary is not None:
             os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts}.json")
         run.add_requeue(event)
         print(f"[launcher] {failure.reason}; requeueing job {rv.job_id}", flush=True)
+        if exclude:  # a running job's ExcNodeList cannot change: requeue held, exclude, release
+            from launcher.node_gate import requeue_excluding, with_excluded
+
+            job = str(rv.job_id)
+            return 1 if requeue_excluding(job, with_excluded(job, [failure.node])) else 0
         done = subprocess.run(["scontrol", "requeue", str(rv.job_id)])
         return done.returncode
     fields = {**failure.as_dict(), "action": stop_action(failure, why)}

@@ -129,6 +129,16 @@ class RunDir:
     def node_exit(self, node_rank: int) -> Path:
         return self.logs_dir / f"node{node_rank}.exit.json"
 
+    def node_steps(self, node_rank: int) -> Path:
+        """One JSON line per optimizer step from the node's local rank 0: its compute time
+        (launcher.nodecheck's straggler detector reads them)."""
+        return self.logs_dir / f"node{node_rank}.steps.jsonl"
+
+    @property
+    def preflight_json(self) -> Path:
+        """The node pre-flight's figures and verdict (internvl_chat.tools.node_check, node 0)."""
+        return self.root / "preflight.json"
+
     def node_ranks_dir(self, node_rank: int) -> Path:
         """torchrun's per-rank stdout/stderr files of one node (--log-dir)."""
         return self.logs_dir / f"node{node_rank}-ranks"

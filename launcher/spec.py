@@ -294,6 +294,27 @@ class BenchmarkSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PreflightSpec:
+    """The node pre-flight (launcher/nodecheck.py): every node measured in the job's own
+    allocation before training; `preflight=true|false` on the command line sets `enabled`."""
+
+    enabled: bool | None = None
+    """null: on for benchmark=* runs, off otherwise."""
+    on_fail: Literal["stop", "exclude", "warn"] | None = None
+    """A bad node: stop the run, requeue it without the node (--exclude), or train and warn;
+    null: exclude for benchmark=* runs, warn otherwise."""
+    matmul_vs_median: float = 0.9
+    """A node whose matmul throughput is under this fraction of the median node's is bad."""
+    matmul_vs_peak: float = 0.5
+    """... or under this fraction of hw.peak_tflops (GPUs and NPUs; a CPU's peak is nominal)."""
+    busbw_vs_median: float = 0.8
+    """A node whose all-reduce bus bandwidth is under this fraction of the median link's is bad."""
+    straggler_ratio: float = 1.15
+    """During the run: a node whose median step compute time is over this many times the
+    others' is named a straggler."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     model: ModelSpec
     data: DataSpec
@@ -332,6 +353,8 @@ class JobSpec:
     """Old name of check_data (still honoured)."""
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     """Extra engine arguments passed through verbatim (checked by the engine)."""
+    preflight: PreflightSpec = field(default_factory=PreflightSpec)
+    """The node pre-flight and the straggler threshold (PreflightSpec)."""
 
     @property
     def world_size(self) -> int:

@@ -38,6 +38,7 @@ LAUNCHER_MODULES = frozenset(
         "launcher_light",
         "mindspeed",
         "module_size",
+        "nodecheck",
         "official_engine",
         "plan",
         "readme",

@@ -18,6 +18,7 @@ from internvl_chat.train.build import build_data, build_model, build_optimizer
 from internvl_chat.train.checkpointing import Checkpointer
 from internvl_chat.train.distributed import Dist
 from internvl_chat.train.metrics import Reporter, StepAcc, step_record
+from internvl_chat.train.node_times import NodeTimes
 from internvl_chat.train.stop import StopRequested, StopWatch
 
 
@@ -65,6 +66,7 @@ class Trainer:
         self.global_step = 0
         self.epoch, self.batch_in_epoch = 0, 0  # data position: micro-batches of this epoch
         self.report = Reporter(d.is_main, self.out, a.report_to, a.run_name, a.tracking_params)
+        self.node_times = NodeTimes(torch, self.dist.device.type)
 
     @property
     def epoch_float(self) -> float:
@@ -177,7 +179,9 @@ class Trainer:
                     from internvl_chat.train.loss import loss_inputs
 
                     batch.update(loss_inputs(batch, a.loss_reduction, self.dist))
+                self.node_times.start()
                 loss = self.engine(**batch)["loss"]
+                self.node_times.stop()
                 self.engine.backward(loss)
                 boundary = self.engine.is_gradient_accumulation_boundary()
                 lr = self.scheduler.get_last_lr()[0]
@@ -186,6 +190,7 @@ class Trainer:
                 if not boundary:
                     continue
                 self.global_step += 1
+                self.node_times.step(self.global_step)
                 grad_norm = self.engine.get_global_grad_norm()
                 rec = step_record(
                     self.global_step, acc.totals(self.dist), lr=lr, epoch=self.epoch_float,
