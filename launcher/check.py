@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import generations, site, tracking
+from launcher import check_extra, generations, site, tracking
 from launcher.bounds import bounds, too_big
 from launcher.derive import Derived, derive
 from launcher.engines import get_engine
@@ -23,8 +23,6 @@ from launcher.preflight import DataPreflight, data_preflight, memory_estimate, m
 from launcher.spec import JobSpec, Problem
 
 __all__ = ["Checked", "check", "memory_estimate", "memory_problem"]
-
-
 NOT_CHECKED = DataPreflight("data: not checked (fix the problems above first)")
 
 
@@ -56,13 +54,15 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
         est = memory_estimate(spec, derived)
         too_big = memory_problem(spec, derived, est)
         if est is not None:
-            fits = "fits" if too_big is None else "does NOT fit"
-            checked.append(f"memory ({est.total_gb:.1f} GiB/device, {fits} {spec.hw.memory_gb:g})")
+            fits = f"{'fits' if too_big is None else 'does NOT fit'} {spec.hw.memory_gb:g}"
+            fits = "not checked on CPU" if spec.hw.accelerator == "cpu" else fits
+            checked.append(f"memory ({est.total_gb:.1f} GiB/device, {fits})")
         if too_big is not None:
             if memory_is_fatal:
                 problems.append(too_big)
             else:
                 warnings.append(f"{too_big} (an estimate: submitting anyway)")
+    derived, more_notes = check_extra.extra(spec, derived, est, problems, warnings)
     missing = sum(w.endswith("(dry run: not required now)") for w in warnings)
     checked.append(f"paths ({missing} missing here)" if missing else "paths")
     checked.append("run dir")
@@ -74,7 +74,7 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     if data and not problems:
         preflight = data_preflight(spec)
         problems += preflight.problems
-    notes = (*probed.lines, preflight.note, "checked: " + ", ".join(checked))
+    notes = (*probed.lines, *more_notes, preflight.note, "checked: " + ", ".join(checked))
     return Checked(derived, tuple(problems), tuple(warnings), notes, est, preflight)
 
 

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from launcher import defaults
+from launcher import data_select, defaults, run_name  # noqa: F401 (run_name: its resolver)
 from launcher.spec import ConfigError, Problem
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -110,6 +110,7 @@ def compose(overrides: list[str], *, multirun: bool = False) -> tuple[DictConfig
     remaining, problems = parse_overrides(
         [o for o in overrides if not o.startswith("hydra.")], multirun=multirun
     )
+    remaining = data_select.select(remaining)  # data.meta_file=... alone selects data=meta_file
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         while True:
@@ -123,7 +124,7 @@ def compose(overrides: list[str], *, multirun: bool = False) -> tuple[DictConfig
                     raise ConfigError(problems) from None
                 problems.append(problem)
                 remaining = [o for o in remaining if o is not bad]
-    return cfg, [_suggest(p, cfg) for p in problems]
+    return cfg, [_suggest(p, cfg) for p in problems] + data_select.problems(remaining, cfg)
 
 
 def _suggest(problem: Problem, cfg: DictConfig) -> Problem:

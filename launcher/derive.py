@@ -23,6 +23,8 @@ class Derived:
     global_batch_size: int
     model_parallel_size: int = 1
     """tp x pp x cp (Megatron-style engines); the batch counts data-parallel ranks only."""
+    optimizer_steps: int | None = None
+    """Optimizer steps the run takes (launcher.steps; None: the data's size is unknown here)."""
 
     @property
     def data_parallel_size(self) -> int:

@@ -17,6 +17,7 @@ Each is capped at seq_len. Standard library only; reads at most a few MB per fil
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def sample_tokens(spec: JobSpec) -> tuple[int, str]:
     if d.max_sample_tokens:
         n = min(d.max_sample_tokens, cap)
         return n, f"{n} tokens per sample (data.max_sample_tokens, the data's longest sample)"
-    files = [p for p in _annotations(spec) if p.is_file()]
+    files = [p for p in _annotations(spec) if p.is_file() and os.access(p, os.R_OK)]
     if files and len(files) == len(_annotations(spec)):
         per_image = image_tokens(spec)
         lengths = [_tokens(item, per_image) for p in files for item in _items(p)]

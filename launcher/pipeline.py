@@ -10,7 +10,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from launcher import compose as composing
-from launcher import snapshot
+from launcher import run_name, snapshot
 from launcher.check import Checked, check
 from launcher.dispatch import dispatch, wait
 from launcher.jobscript import REPO, sbatch_flags
@@ -99,11 +99,25 @@ def run(
     run_dir = RunDir(plan.run_dir)
     record = overrides_record(sys.argv, applied or [], differs)
     files = {**plan.files, run_dir.relative(run_dir.overrides_yaml): record}
-    run_dir.materialize(files, code.files)  # write
+    try:
+        run_dir.materialize(files, code.files)  # write
+    except OSError:
+        taken = run_name.next_name(plan.run_dir)  # a launch beside ours took the default name
+        if taken is None or not run_dir.root.exists():
+            raise
+        OmegaConf.update(cfg, "run_dir", taken)
+        return run(cfg, problems, sweep_point=sweep_point, applied=applied, differs=differs)
     if spec.dry_run:
         print(f"[launch] dry run: plan written to {run_dir.root} (nothing submitted)")
         return 0
-    sub = dispatch(spec, plan)  # dispatch
+    try:
+        sub = dispatch(spec, plan)  # dispatch
+    except Exception as e:  # sbatch refused it (submitit's FailedJobError), a wrapper missing, ...
+        reason = f"not submitted: {type(e).__name__}: {str(e).strip()}"
+        run_dir.write_summary({"status": "failed", "reason": reason})  # status: FAILED, not PLANNED
+        print(f"[launch] error: {reason}\n[launch] run dir {run_dir.root} marked failed "
+              "(summary.json); nothing runs", file=sys.stderr)  # fmt: skip
+        return 1
     ident = f"job {sub.job_id}" if sub.job_id else f"pid {sub.pid}"
     print(f"[launch] submitted {ident}; run dir {run_dir.root}", flush=True)
     here = shlex.quote(str(run_dir.root))

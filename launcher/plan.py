@@ -119,6 +119,7 @@ class Plan:
             "per_device_batch_size": d.per_device_batch_size,
             "gradient_accumulation_steps": d.gradient_accumulation_steps,
             "global_batch_size": d.global_batch_size,
+            "optimizer_steps": d.optimizer_steps,
         }
         out |= {name: getattr(self, name) for name in _PLAIN}
         out["python_source"] = self.python_source
@@ -161,6 +162,7 @@ class Plan:
             gradient_accumulation_steps=r["gradient_accumulation_steps"],
             global_batch_size=r["global_batch_size"],
             model_parallel_size=r["world_size"] // dp if dp else 1,
+            optimizer_steps=r.get("optimizer_steps"),
         )
         mem = r.get("memory_estimate")
         wrapper = r.get("wrapper_argv")

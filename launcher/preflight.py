@@ -118,15 +118,22 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
             json.dump(entries, tmp)
         metas.append(tmp.name)
         inline_meta = tmp.name
+    tolerated: list[str] = []
     try:
-        problems = _run_validate(spec, metas, tokenizer)
+        problems = _run_validate(spec, metas, tokenizer, tolerated)
     finally:
         if inline_meta:
             os.unlink(inline_meta)
     where = f"with {python}"
     if problems:
         return DataPreflight(f"data: {len(problems)} problem(s) ({where})", tuple(problems))
-    return DataPreflight(f"data: {len(metas)} meta file(s) OK ({where})")
+    skipped = (
+        f"; {len(tolerated)} sample problem(s) within data.max_bad_sample_ratio="
+        f"{d.max_bad_sample_ratio:g}, first: {tolerated[0]}"
+        if tolerated
+        else ""
+    )
+    return DataPreflight(f"data: {len(metas)} meta file(s) OK ({where}){skipped}")
 
 
 def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPreflight:
@@ -137,6 +144,7 @@ def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPrefligh
             argv=(
                 python, "-m", "internvl_chat.tools.validate_data", meta,
                 "--model", tokenizer, f"--ok-file={run.logs_dir / f'data-ok-{i}'}",
+                f"--max-bad-sample-ratio={spec.data.max_bad_sample_ratio}",
             ),
             creates=str(run.logs_dir / f"data-ok-{i}"),
         )
@@ -146,7 +154,9 @@ def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPrefligh
     return DataPreflight(f"data: checked by node 0 before training ({why})", job_steps=steps)
 
 
-def _run_validate(spec: JobSpec, metas: list[str], tokenizer_dir: str) -> list[Problem]:
+def _run_validate(
+    spec: JobSpec, metas: list[str], tokenizer_dir: str, tolerated: list[str]
+) -> list[Problem]:
     """Every `file:line: reason` validate_data prints, as problems (the first 50 per file)."""
     problems = []
     for meta in metas:
@@ -164,11 +174,15 @@ def _run_validate(spec: JobSpec, metas: list[str], tokenizer_dir: str) -> list[P
             spec.model.internvl_revision,
             "--max-seq-length",
             str(spec.seq_len),
+            # one bad-sample policy: the trainer skips up to this share of broken samples
+            f"--max-bad-sample-ratio={spec.data.max_bad_sample_ratio}",
         ]
         if spec.model.system_message is not None:
             argv += ["--system-message", spec.model.system_message]
         out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
-        if out.returncode != 0:
+        if out.returncode == 0:  # listed but within the policy (the last line says OK)
+            tolerated += [x for x in out.stdout.splitlines() if x.strip()][:-1]
+        else:
             lines = [
                 x for x in out.stdout.splitlines() if x.strip()
             ] or out.stderr.strip().splitlines()[-3:]
@@ -177,4 +191,17 @@ def _run_validate(spec: JobSpec, metas: list[str], tokenizer_dir: str) -> list[P
                 problems.append(
                     Problem("data", f"... and {len(lines) - 50} more (run: {' '.join(argv)})")
                 )
+            problems.append(policy_problem(spec))
     return problems
+
+
+def policy_problem(spec: JobSpec) -> Problem:
+    """What the pre-flight's refusal means and the two ways past it (one bad-sample policy)."""
+    ratio = spec.data.max_bad_sample_ratio
+    return Problem(
+        "data.max_bad_sample_ratio",
+        f"the data above has more broken samples than data.max_bad_sample_ratio={ratio:g} allows "
+        "(or problems no ratio covers: meta file, settings); fix them, raise "
+        "data.max_bad_sample_ratio (the trainer skips up to that share per dataset), or set "
+        "check_data=false to leave the judgement to the trainer",
+    )

@@ -225,11 +225,14 @@ def _probe_python(spec: JobSpec, rep: SiteReport) -> None:
         return  # XTuner runs from its own environment (engine_args.xtuner_env)
     if not build.drives(hw.accelerator):
         need = {"cuda": "a CUDA build", "npu": "torch_npu", "cpu": "torch"}[hw.accelerator]
-        rep.warnings.append(
-            f"cluster.python: {python} has {build.describe()}, but hw={hw.name} needs {need}; "
-            "point cluster.python (or a cluster.setup activation) at the nodes' training "
-            "environment"
+        msg = (
+            f"{python} has {build.describe()}, but hw={hw.name} needs {need}; point "
+            "cluster.python (or a cluster.setup activation) at the nodes' training environment"
         )
+        if spec.dry_run:  # a real submit refuses it: the job would fail after the queue wait
+            rep.warnings.append(f"cluster.python: {msg} (dry run: a real submit refuses this)")
+        else:
+            rep.problems.append(Problem("cluster.python", msg))
 
 
 def _probe_partition(spec: JobSpec, rep: SiteReport) -> None:

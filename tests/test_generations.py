@@ -51,8 +51,10 @@ def no_site_probe(monkeypatch):
 
 
 def plan(tmp_path: Path, *overrides: str):
+    # a real model trains on generated data only when asked to (launcher.data_select)
+    data = [] if any(o.startswith("data=") for o in overrides) else ["data=synthetic"]
     cfg, problems = composing.compose(
-        [*overrides, "hw=h100", "nodes=4", "dry_run=true", "check_data=false",
+        [*overrides, *data, "hw=h100", "nodes=4", "dry_run=true", "check_data=false",
          f"run_dir={tmp_path}/run", f"models_root={tmp_path}/models"]
     )  # fmt: skip
     return plan_from_config(cfg, problems)

@@ -158,6 +158,7 @@ def test_contract_command_with_computed_split(tmp_path: Path):
         tmp_path,
         "model=internvl2_8b",
         "model.engine=mindspeed",
+        "data=synthetic",  # a real model trains on generated data only when asked to
         "hw=ascend910b",
         "nodes=1",
         "parallelism=megatron",

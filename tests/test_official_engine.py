@@ -85,7 +85,14 @@ def test_official_argv_uses_only_that_revisions_names(tmp_path: Path, revision: 
 
 def test_our_trainer_gets_the_same_names_plus_extras(tmp_path: Path):
     cfg, problems = composing.compose(
-        ["model=internvl2_1b", "hw=a100", "nodes=1", "dry_run=true", f"run_dir={tmp_path}/run"]
+        [
+            "model=internvl2_1b",
+            "data=synthetic",
+            "hw=a100",
+            "nodes=1",
+            "dry_run=true",
+            f"run_dir={tmp_path}/run",
+        ]
     )
     plan, _ = plan_from_config(cfg, problems)
     args = json.loads(plan.files["train_args.json"])

@@ -100,6 +100,7 @@ CASES = {
         "nodes=2",
         "cluster=local",
         "max_steps=20",
+        "dry_run=true",  # PYTHON is not on this machine: a real cluster=local run is refused
     ],
     "internvl2_1b_zero3_offload_official": [
         "model=internvl2_1b",
@@ -280,13 +281,20 @@ def test_model_revision_picks_the_system_message(tmp_path: Path, model: str, rev
     run dir records the one used (our engine only: the official script has its own)."""
     from internvl_chat.prompts import SYSTEM_MESSAGES
 
-    plan, spec = make_plan(tmp_path, f"model={model}", "hw=a800", "nodes=1", "dry_run=true")
+    data = "data=synthetic"  # a real model trains on generated data only when asked to
+    plan, spec = make_plan(tmp_path, f"model={model}", data, "hw=a800", "nodes=1", "dry_run=true")
     args = json.loads(plan.files["train_args.json"])
     assert spec.model.internvl_revision == revision
     assert args["internvl_revision"] == revision
     assert args["system_message"] == SYSTEM_MESSAGES[revision][spec.model.template]
     plan, _ = make_plan(
-        tmp_path, f"model={model}", "hw=a800", "nodes=1", "dry_run=true", "model.system_message=Hi."
+        tmp_path,
+        f"model={model}",
+        data,
+        "hw=a800",
+        "nodes=1",
+        "dry_run=true",
+        "model.system_message=Hi.",
     )
     assert json.loads(plan.files["train_args.json"])["system_message"] == "Hi."
 

@@ -113,6 +113,7 @@ def test_plan_renders_signal_timeouts_and_stop_file(tmp_path: Path):
         "hw=a800",
         "nodes=2",
         "model=internvl2_1b",
+        "data=synthetic",  # a real model trains on generated data only when asked to
         "cluster.signal_delay_s=240",
         "cluster.collective_timeout_s=120",
     )

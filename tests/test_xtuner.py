@@ -29,6 +29,19 @@ XPY = XTUNER_ENV / "bin" / "python"
 A800 = ["model=llava_internlm2_20b", "data=llava_pretrain", "hw=a800", "nodes=4", "dry_run=true"]
 
 
+# The tiny checkpoints' sizes, so the memory check sees the model that runs (a 20B on hw=cpu
+# is refused)
+TINY_PARAMS = [
+    "model.dims.llm.params=1e6",
+    "model.dims.vit.params=1e6",
+    "model.dims.vit.layers=2",
+    "model.dims.vit.hidden=64",
+    "model.dims.vit.heads=4",
+    "model.dims.vit.intermediate=128",
+    "model.dims.projector_params=1e4",
+]
+
+
 def tiny_overrides(root: str) -> list[str]:
     """The tiny LLaVA pretrain on this CPU (models and data from make_tiny_llava.py in root)."""
     return [
@@ -51,6 +64,7 @@ def tiny_overrides(root: str) -> list[str]:
         "model.dims.llm.layers=2",
         "model.dims.llm.vocab=387",
         "model.dims.llm.intermediate=128",
+        *TINY_PARAMS,
         f"data.json_path={root}/data/blip_laion_cc_sbu_558k.json",
         f"data.image_folder={root}/data/images",
         "data.num_workers=0",

@@ -17,7 +17,14 @@ import pytest
 import torch
 
 from launcher.jobscript import REPO
-from tests.test_xtuner import XPY, launch, need_xtuner_env, tiny_llava, tiny_overrides
+from tests.test_xtuner import (
+    TINY_PARAMS,
+    XPY,
+    launch,
+    need_xtuner_env,
+    tiny_llava,
+    tiny_overrides,
+)
 from xtuner_cfgs.to_hf import (
     ConversionError,
     apply_trained,
@@ -240,6 +247,10 @@ def test_seed_003_run_ends_in_the_official_layout(tiny_internvl: Path, tmp_path:
         "model.engine=xtuner",
         "model.xtuner_base=tiny_internvl_v2_finetune",
         f"model.path={tiny_internvl}",
+        *TINY_PARAMS,  # the tiny checkpoint's sizes (a 2B does not fit hw=cpu)
+        "model.dims.llm.hidden=64",
+        "model.dims.llm.layers=2",
+        "seq_len=512",
         "data=llava_pretrain",
         f"data.json_path={data}",
         f"data.image_folder={tmp_path / 'images'}",

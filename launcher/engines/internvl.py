@@ -86,9 +86,11 @@ def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
     d = spec.data
     if d.meta_file:
         path = Path(d.meta_file)
-        if not path.exists():
+        from launcher.datafacts import load_meta
+
+        meta = load_meta(str(path))[0] if path.exists() else None
+        if meta is None:  # not here, or unreadable (launcher.datafacts reports it)
             return None
-        meta = json.loads(path.read_text())
         # the copy lives in the run dir: relative paths keep meaning what they meant
         for entry in meta.values():
             for key in ("root", "annotation"):

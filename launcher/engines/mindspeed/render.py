@@ -100,20 +100,12 @@ def split_record(spec: JobSpec, split: splits.Split) -> dict[str, Any]:
 
 
 def train_iters(spec: JobSpec, derived: Derived) -> int | None:
-    """max_steps, else epochs x samples / global batch when the data says how many it has."""
-    if spec.max_steps is not None:
-        return spec.max_steps
-    d = spec.data
-    if d.generate == "synthetic":
-        samples = d.num_samples
-    else:
-        from launcher.engines.internvl import meta_entries
+    """The plan's optimizer steps (launcher.steps): max_steps, else epochs x samples / global batch
+    when the samples can be counted here (meta `length` or the annotation's lines)."""
+    from launcher import datafacts, steps
 
-        entries = list((meta_entries(spec) or {}).values())
-        if not entries or any(e.get("length") is None for e in entries):
-            return None
-        samples = sum(e["length"] * e.get("repeat_time", 1) for e in entries)
-    return max(1, int(samples * spec.epochs) // derived.global_batch_size)
+    samples = datafacts.total_samples(datafacts.datasets(spec))
+    return steps.optimizer_steps(spec, derived, samples)
 
 
 def pretrain_args(spec: JobSpec, derived: Derived, run: RunDir, split: splits.Split) -> list[str]:

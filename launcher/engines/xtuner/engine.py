@@ -24,6 +24,7 @@ from launcher.engines.xtuner.render import (
     base_chain,
     base_stem,
     image_tokens,
+    internvl_data,
     overrides,
     render_resume_config,
     render_xtuner_config,
@@ -60,9 +61,18 @@ class XTunerEngine:
                 out.append(Problem("seq_len", f"must exceed the {image_tokens(spec)} image tokens"))
             if not (m.llm_path and m.vision_path) and not m.make_tiny:
                 out.append(Problem("model", "LLaVA needs model.llm_path and model.vision_path"))
-        elif not m.path:
-            out.append(Problem("model.path", "InternVL recipes need the checkpoint folder"))
-        if not (d.json_path or d.generate):
+        else:
+            if not m.path:
+                out.append(Problem("model.path", "InternVL recipes need the checkpoint folder"))
+            if d.format == "internvl_meta" and not internvl_data(spec):
+                out.append(
+                    Problem(
+                        "data",
+                        f"data={d.name}: XTuner's InternVL recipe gets each dataset's annotation "
+                        "and root in its config; give data.meta_file readable here, or data.datasets",
+                    )
+                )
+        if d.format == "llava_json" and not (d.json_path or d.generate):
             out.append(Problem("data.json_path", "XTuner recipes need the JSON annotation file"))
         if m.freeze_mlp:
             out.append(
@@ -97,6 +107,10 @@ class XTunerEngine:
             steps.append(
                 PrepareStep(argv=(xpy, maker, str(out), "--parts=model"), creates=str(out / "llm"))
             )
+        if spec.data.generate == "synthetic":  # InternVL recipes: our synthetic set
+            argv = (python, "-m", "internvl_chat.tools.make_synthetic", str(spec.data.dir))
+            argv += (f"--num-samples={spec.data.num_samples}",)
+            steps.append(PrepareStep(argv=argv, creates=str(spec.data.dir)))
         if spec.data.generate == "synthetic_llava":
             out = Path(spec.data.dir)
             argv = (xpy, maker, str(out), "--parts=data", f"--samples={spec.data.num_samples}")

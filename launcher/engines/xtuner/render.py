@@ -67,6 +67,7 @@ RECIPES: dict[str, dict[str, list[str]]] = {
         ],
         "data_path": ["train_dataloader.dataset.data_paths"],
         "image_folder": ["train_dataloader.dataset.image_folders"],
+        "repeat_times": ["train_dataloader.dataset.repeat_times"],
         # LengthGroupedSampler groups batch x accumulation samples
         "sampler_group_size": ["train_dataloader.sampler.per_device_batch_size"],
     },
@@ -142,8 +143,8 @@ def render_xtuner_config(base: str, overrides: Mapping[str, Any]) -> str:
     for key, targets in paths.items():
         if key in overrides:
             value = overrides[key]
-            if key in ("data_path", "image_folder") and recipe == "internvl":
-                value = [value]
+            if key in ("data_path", "image_folder") and not isinstance(value, list):
+                value = [value] if recipe == "internvl" else value
             lines += [f"{t} = {value!r}" for t in targets]
     lines += _schedule_lines(overrides)
     lines += [f"custom_hooks[1].{k} = {tp[k]!r}" for k in THROUGHPUT_KEYS]
@@ -208,6 +209,32 @@ def image_tokens(spec: JobSpec) -> int:
     return (m.force_image_size // m.patch_size) ** 2
 
 
+def internvl_data(spec: JobSpec) -> dict[str, list[Any]]:
+    """data_path / image_folder / repeat_times lists for XTuner's InternVL_V1_5_Dataset from our
+    data group: a LLaVA JSON, the synthetic set (built on node 0), or each meta entry ({} when
+    the meta file cannot be read here: XTunerEngine.check refuses that)."""
+    d = spec.data
+    if d.format == "llava_json":
+        return {"data_path": [d.json_path], "image_folder": [d.image_folder], "repeat_times": [1]}
+    if d.generate == "synthetic":
+        root = str(Path(d.dir))
+        return {
+            "data_path": [str(Path(root) / "train.jsonl")],
+            "image_folder": [root],
+            "repeat_times": [1],
+        }
+    from launcher.engines.internvl import meta_entries
+
+    entries = list((meta_entries(spec) or {}).values())
+    if not entries:
+        return {}
+    return {
+        "data_path": [e["annotation"] for e in entries],
+        "image_folder": [e["root"] for e in entries],
+        "repeat_times": [e.get("repeat_time", 1) for e in entries],
+    }
+
+
 def overrides(spec: JobSpec, derived: Derived) -> dict[str, Any]:
     m, d = spec.model, spec.data
     acc = derived.gradient_accumulation_steps
@@ -225,6 +252,8 @@ def overrides(spec: JobSpec, derived: Derived) -> dict[str, Any]:
         "seed": spec.seed,
         "data_path": d.json_path,
         "image_folder": d.image_folder,
+        # InternVL recipes: every dataset of our data group (never the base file's data_path)
+        **(internvl_data(spec) if BASES[base_stem(m.xtuner_base)] == "internvl" else {}),
         "warmup_ratio": m.warmup_ratio,
         "freeze_llm": m.freeze_llm,
         "freeze_visual_encoder": m.freeze_backbone,

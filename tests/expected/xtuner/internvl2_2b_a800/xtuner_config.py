@@ -24,6 +24,7 @@ train_dataloader.dataset.model_path = '/mnt/models/InternVL2-2B'
 custom_hooks[0].tokenizer.pretrained_model_name_or_path = '/mnt/models/InternVL2-2B'
 train_dataloader.dataset.data_paths = ['/mnt/data/llava_data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json']
 train_dataloader.dataset.image_folders = ['/mnt/data/llava_data/LLaVA-Pretrain/images']
+train_dataloader.dataset.repeat_times = [1]
 train_dataloader.sampler.per_device_batch_size = 16
 train_cfg = dict(type=train_cfg.type, max_iters=120)
 param_scheduler[0].by_epoch = False
