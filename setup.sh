@@ -4,12 +4,17 @@
 # torch first. XTuner lives in its own environment: bash xtuner_cfgs/make_env.sh
 # bash setup.sh --launcher — create .venv-launcher from requirements-launcher.txt alone (plus
 # pytest): what a login node needs to compose, check, plan, submit and report; no torch.
+# bash setup.sh --official — create .venv-internvl, the official InternVL trainer's environment
+# (model.engine=internvl_official; pinned versions, see official_env/make_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 venv=.venv
 reqs=(requirements.txt requirements-launcher.txt)
 install=(-r requirements.txt)
+if [[ ${1:-} == --official ]]; then
+  exec bash official_env/make_env.sh
+fi
 if [[ ${1:-} == --launcher ]]; then
   venv=.venv-launcher
   reqs=(requirements-launcher.txt)

@@ -48,9 +48,10 @@ def known_engine_args(spec: JobSpec) -> set[str] | None:
         return {f.name for f in dataclasses.fields(train_args.TrainArgs)} | train_args.IGNORED_KEYS
     if engine == "internvl_official":
         from launcher.engines.internvl import OFFICIAL_DATA_ARGS, OFFICIAL_MODEL_ARGS, TRAINING_ARGS
+        from launcher.engines.official.engine import ENGINE_ARGS
 
         rev = spec.model.internvl_revision
-        return OFFICIAL_MODEL_ARGS[rev] | OFFICIAL_DATA_ARGS[rev] | TRAINING_ARGS
+        return OFFICIAL_MODEL_ARGS[rev] | OFFICIAL_DATA_ARGS[rev] | TRAINING_ARGS | set(ENGINE_ARGS)
     return None
 
 

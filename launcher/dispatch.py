@@ -164,10 +164,11 @@ def metrics_line(run: RunDir) -> str:
     last = sum(r["loss"] for r in rows[-k:]) / k
     timed = rows[1:] or rows  # the first step carries start-up costs
     sps = sum(r["samples_per_sec"] for r in timed) / len(timed)
-    tps = sum(r["tokens_per_sec"] for r in timed) / len(timed)
+    tokens = [r["tokens_per_sec"] for r in timed if "tokens_per_sec" in r]
+    tps = f"{sum(tokens) / len(tokens):.0f} tokens/s" if tokens else "tokens/s not logged"
     return (
         f"{len(rows)} steps: loss {first:.3f} -> {last:.3f} (mean of first/last {k}); "
-        f"{sps:.1f} samples/s, {tps:.0f} tokens/s; metrics in {run.metrics_jsonl}"
+        f"{sps:.1f} samples/s, {tps}; metrics in {run.metrics_jsonl}"
     )
 
 

@@ -22,8 +22,8 @@ from launcher.collect import LogError, load
 from launcher.collect.metrics import Metrics, compute
 from launcher.compare import label_rows, markdown, run_settings
 from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
-from launcher.nodecheck import report_section
 from launcher.plan import Plan
+from launcher.report_sections import report_section
 from launcher.rundir import RunDir
 from launcher.verdict import Verdict, verdict
 
@@ -366,7 +366,7 @@ def report(
             row.notes.append("summary.json not updated (the run has not ended)")
     differ = label_rows(rows)
     written = plot(rows, out) if plots else []
-    nodes = report_section([p for (kind, p) in found if kind == "run"])  # the "Nodes" section
+    nodes = report_section([p for (kind, p) in found if kind == "run"])  # "Nodes", official edits
     (out / "report.md").write_text(render_markdown(rows, written, differ) + nodes)
     (out / "metrics.csv").write_text(render_csv(rows))
     return out / "report.md", rows

@@ -45,6 +45,14 @@ if [[ ${VLM_SKIP_XTUNER_ENV:-} != 1 ]]; then
 fi
 phase xtuner
 
+# The official InternVL trainer's environment (.venv-internvl: transformers 4.37.2, deepspeed
+# 0.14.4) for the tests marked `official`. VLM_SKIP_OFFICIAL_ENV=1 skips building it (those tests
+# then skip, or fail under CI=true).
+if [[ ${VLM_SKIP_OFFICIAL_ENV:-} != 1 ]]; then
+  bash setup.sh --official
+fi
+phase official
+
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null; then
   # A cluster that was already up (another session's) is left running; one we start, we stop.
   if ! bash slurm/local_cluster.sh status >/dev/null 2>&1 && [[ ${VLM_KEEP_SLURM:-} != 1 ]]; then

@@ -80,7 +80,9 @@ def draw_shape(shape: str, colour: str, size: tuple[int, int], rng: random.Rando
     return img
 
 
-def _samples(n: int, rng: random.Random, images: Path, prefix: str) -> list[dict]:
+def _samples(
+    n: int, rng: random.Random, images: Path, prefix: str, single_image: bool = False
+) -> list[dict]:
     out = []
     for i in range(n):
         kind = rng.random()
@@ -93,7 +95,7 @@ def _samples(n: int, rng: random.Random, images: Path, prefix: str) -> list[dict
             ]
             out.append({"id": sid, "conversations": conv})
             continue
-        if kind < 0.16:  # multi-image: which colour is the second shape
+        if kind < 0.16 and not single_image:  # multi-image: which colour is the second shape
             names, colours = [], []
             for k in range(2):
                 colour, shape = rng.choice(COLOURS), rng.choice(SHAPES)
@@ -135,8 +137,17 @@ def _samples(n: int, rng: random.Random, images: Path, prefix: str) -> list[dict
     return out
 
 
-def make_synthetic(out_dir: str | Path, num_samples: int = 200, num_eval: int = 32, seed: int = 0):
-    """Build the data set in ``out_dir`` (replaced if it exists). Returns the meta.json path."""
+def make_synthetic(
+    out_dir: str | Path,
+    num_samples: int = 200,
+    num_eval: int = 32,
+    seed: int = 0,
+    single_image: bool = False,
+):
+    """Build the data set in ``out_dir`` (replaced if it exists). Returns the meta.json path.
+
+    ``single_image``: no multi-image samples (the pinned official InternVL code, 764fdc9,
+    reads one image per sample)."""
     out = Path(out_dir).resolve()
     rng = random.Random(seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +158,7 @@ def make_synthetic(out_dir: str | Path, num_samples: int = 200, num_eval: int = 
             ("train", num_samples, "s", "meta.json"),
             ("eval", num_eval, "e", "meta_eval.json"),
         ):
-            rows = _samples(n, rng, tmp / "images", prefix)
+            rows = _samples(n, rng, tmp / "images", prefix, single_image)
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row) + "\n")
@@ -176,10 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--num-eval", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--single-image", action="store_true", help="no multi-image samples")
     a = p.parse_args(argv)
     if a.num_samples < 1 or a.num_eval < 0:
         p.error("--num-samples must be >= 1 and --num-eval >= 0")
-    meta = make_synthetic(a.out_dir, a.num_samples, a.num_eval, a.seed)
+    meta = make_synthetic(a.out_dir, a.num_samples, a.num_eval, a.seed, a.single_image)
     print(meta)
     return 0
 

@@ -148,18 +148,22 @@ def make_tiny(
     llm: str = "internlm2",
     seed: int = 0,
     shape: dict | None = None,
+    internvl_root: str | Path | None = None,
 ):
     """Build and write the checkpoint; returns the final path.
 
     ``shape`` overrides the tiny sizes: ``{"vision": {...}, "llm": {...}, "chat": {...}}``
     with vision_config / llm_config / chat-config keys (bench/bench_vs_hf.py builds its
     192x4 ViT + 512x8 LLM at 224 px this way). ``llm.vocab_size`` may exceed the tokenizer.
+    ``internvl_root`` (an InternVL checkout): the original layout also gets the InternLM2
+    tokenizer's remote code from it (tiny_original), so the official code loads it as is.
     """
     import torch
 
     from internvl_chat.model import InternVisionConfig, InternVLChatConfig, InternVLChatModel
     from internvl_chat.model.checkpoint import LAYOUTS, attach_tokenizer, save_model
     from internvl_chat.tokenizer import load_tokenizer, save_tiny_tokenizer
+    from internvl_chat.tools.tiny_original import add_original_files
 
     if layout not in LAYOUTS:
         raise ValueError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
@@ -189,6 +193,8 @@ def make_tiny(
         attach_tokenizer(model, tok)
         staged = Path(tmp) / "model"
         save_model(model, staged, layout=layout)
+        if layout == "original":
+            add_original_files(staged, llm, internvl_root)
         staged.rename(out)
     return out
 
@@ -199,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layout", default="original", choices=["original", "components", "hf"])
     p.add_argument("--llm", default="internlm2", choices=LLMS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--internvl-root", help="InternVL checkout: InternLM2 remote-code tokenizer")
     a = p.parse_args(argv)
     try:
-        path = make_tiny(a.out, a.layout, a.llm, a.seed)
+        path = make_tiny(a.out, a.layout, a.llm, a.seed, internvl_root=a.internvl_root)
     except (ValueError, FileExistsError) as e:
         print(f"make_tiny: {e}", file=sys.stderr)
         return 2

@@ -6,10 +6,14 @@ from launcher.engines.base import Engine
 
 
 def get_engine(name: str) -> Engine:
-    if name in ("internvl_chat", "internvl_official"):
+    if name == "internvl_chat":
         from launcher.engines.internvl import InternVLEngine
 
-        return InternVLEngine(official=name == "internvl_official")
+        return InternVLEngine(official=False)
+    if name == "internvl_official":
+        from launcher.engines.official.engine import OfficialEngine
+
+        return OfficialEngine()
     if name == "xtuner":
         from launcher.engines.xtuner import XTunerEngine
 

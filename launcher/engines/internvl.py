@@ -134,15 +134,6 @@ class InternVLEngine:
             out.append(
                 Problem("data", "no datasets: set data.datasets, data.meta_file or data.generate")
             )
-        if self.official and d.generate:
-            out.append(
-                Problem(
-                    "data",
-                    "the official engine trains on real data; generated data is for our trainer",
-                )
-            )
-        if self.official and spec.model.make_tiny:
-            out.append(Problem("model", "the official engine needs a real checkpoint (model.path)"))
         try:  # e.g. internvl2_5 exists only at head, in our trainer and in the official code
             system_message(spec.model.template, spec.model.internvl_revision)
         except ValueError as e:

@@ -1,0 +1,146 @@
+"""Loss parity: our trainer (engine=internvl_chat) and the official InternVL trainer
+(engine=internvl_official, the checkouts in shared/upstream, edited copy, fp32 through B1)
+give the same per-step losses for the same tiny checkpoint, data, sample order and
+hyper-parameters: within 1e-4 relative over 20 steps (issue 19, item 5).
+
+Each case is two real launches (cluster=local, 2 processes, DeepSpeed ZeRO-1/2): about a
+minute per case on 2 idle cores. CI runs the pinned revision with ZeRO-1 and with ZeRO-2 +
+freeze_llm (seed 000's freeze flags); VLM_FULL_PARITY=1 adds head/Qwen2/ZeRO-2 and LoRA, which
+do not reach 1e-4 yet and are strict xfails with the measured figures (docs/OFFICIAL.md).
+Needs .venv-internvl (bash setup.sh --official): skips without it, fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from internvl_chat.tools.make_synthetic import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM = REPO.parent / "shared" / "upstream"
+CHECKOUTS = {"pin": UPSTREAM / "InternVL-764fdc9", "head": UPSTREAM / "InternVL-2410d1d"}
+OFFICIAL_PY = REPO / ".venv-internvl" / "bin" / "python"
+FP32_TOLERANCE = 1e-4
+STEPS = 20
+FULL = os.environ.get("VLM_FULL_PARITY") == "1"
+
+# (revision, llm, ZeRO stage, extra settings). CI runs the two pin cases (ZeRO-1 and ZeRO-2
+# with seed 000's freeze_llm); VLM_FULL_PARITY=1 adds head/Qwen2 and LoRA, both strict xfails.
+CI_CASES = ("pin-internlm2-zero1", "pin-internlm2-zero2-freeze_llm")
+CASES = {
+    "pin-internlm2-zero1": ("pin", "internlm2", 1, []),
+    "head-qwen2-zero2": ("head", "qwen2", 2, []),
+    "head-internlm2-zero2-lora": ("head", "internlm2", 2, ["model.use_llm_lora=8"]),  # xfail
+    "pin-internlm2-zero2-freeze_llm": ("pin", "internlm2", 2, ["model.freeze_llm=true"]),
+}
+LLM_SETTINGS = {
+    "internlm2": [],
+    "qwen2": ["model.make_tiny.llm=qwen2", "model.llm_family=qwen2", "model.template=Hermes-2"],
+}
+
+
+def need(revision: str) -> Path:
+    missing = [p for p in (OFFICIAL_PY, CHECKOUTS[revision]) if not p.exists()]
+    if missing:
+        msg = f"{missing[0]} is absent (bash setup.sh --official; shared/upstream checkouts)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return CHECKOUTS[revision]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """8 single-image samples (the pinned code reads one image per sample), no augmentation:
+    one global batch of 8 holds the whole set, so every step sees the same samples."""
+    out = tmp_path_factory.mktemp("parity") / "data"
+    meta_path = make_synthetic(out, num_samples=8, num_eval=0, single_image=True)
+    meta = json.loads(meta_path.read_text())
+    for entry in meta.values():
+        entry["data_augment"] = False
+    meta_path.write_text(json.dumps(meta))
+    return meta_path
+
+
+def train(engine: str, revision: str, run: Path, cache: Path, meta: Path, extra: list[str]):
+    args = [
+        "model=tiny_internvl",
+        f"model.engine={engine}",
+        f"model.internvl_root={CHECKOUTS[revision]}",
+        f"model.internvl_revision={revision}",
+        "+engine_args.official_fp32_load=true" if engine == "internvl_official" else None,
+        "hw=cpu",
+        "nodes=2",
+        "per_device_batch_size=4",
+        f"max_steps={STEPS}",
+        "data=meta_file",
+        f"data.meta_file={meta}",
+        # 8 samples are one step: each step is an epoch, and the official Trainer starts its
+        # loader workers again every epoch (seconds each); both sides load in-process
+        "data.num_workers=0",
+        # the official scripts' --group_by_length True: the official LengthGroupedSampler and
+        # ours give the same order (without it HF shards a RandomSampler, ours a
+        # DistributedSampler: other samples on each rank)
+        "data.group_by_length=true",
+        "wait=true",
+        f"run_dir={run}",
+        f"cache_dir={cache}",
+        *extra,
+    ]
+    r = subprocess.run(
+        [sys.executable, "launch.py", *[a for a in args if a]],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, f"{engine}: {r.stdout[-3000:]}{r.stderr[-2000:]}"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in rows] == list(range(1, STEPS + 1)), engine
+    return [m["loss"] for m in rows]
+
+
+def compare(ours: list[float], official: list[float], tolerance: float) -> list[str]:
+    """Every step whose relative loss difference exceeds `tolerance`, said with the figures."""
+    out = []
+    for step, (a, b) in enumerate(zip(ours, official, strict=True), 1):
+        rel = abs(a - b) / max(abs(b), 1e-12)
+        if rel > tolerance:
+            out.append(f"step {step}: ours {a:.6f} vs official {b:.6f} (relative {rel:.2e})")
+    return out
+
+
+def test_compare_names_the_step_and_the_difference():
+    assert compare([1.0, 2.0], [1.0, 2.0], 1e-4) == []
+    assert compare([1.0, 2.001], [1.0, 2.0], 1e-4) == [
+        "step 2: ours 2.001000 vs official 2.000000 (relative 5.00e-04)"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_loss_parity_fp32(case: str, data: Path, tmp_path: Path, request):
+    revision, llm, stage, extra = CASES[case]
+    if case not in CI_CASES and not FULL:
+        pytest.skip("VLM_FULL_PARITY=1 runs the head/Qwen2 and LoRA cases")
+    if case == "head-qwen2-zero2":
+        # measured 4.13e-4 (steps 1-7 within 1e-4, then 2-4e-4 from step 8): not found yet
+        request.applymarker(pytest.mark.xfail(strict=True, reason="drifts to 4e-4 from step 8"))
+    if "lora" in case:
+        # measured 7.35e-3 at step 20 (steps 1-2 equal): the adapters' random init draws from
+        # the RNG after model building, which the two programs leave in different states
+        request.applymarker(pytest.mark.xfail(strict=True, reason="LoRA init RNG differs"))
+    need(revision)
+    extra = [*LLM_SETTINGS[llm], f"parallelism=zero{stage}", *extra]
+    cache = tmp_path / "cache"
+    ours = train("internvl_chat", revision, tmp_path / "ours", cache, data, extra)
+    official = train("internvl_official", revision, tmp_path / "official", cache, data, extra)
+    assert ours[-1] < ours[0], f"the loss did not fall: {ours}"
+    worst = max(abs(a - b) / abs(b) for a, b in zip(ours, official, strict=True))
+    print(f"{case}: max relative loss difference {worst:.2e} over {STEPS} steps")
+    assert not compare(ours, official, FP32_TOLERANCE), "\n".join(
+        compare(ours, official, FP32_TOLERANCE)
+    )
