@@ -47,11 +47,11 @@ def known_engine_args(spec: JobSpec) -> set[str] | None:
 
         return {f.name for f in dataclasses.fields(train_args.TrainArgs)} | train_args.IGNORED_KEYS
     if engine == "internvl_official":
-        from launcher.engines.internvl import OFFICIAL_DATA_ARGS, OFFICIAL_MODEL_ARGS, TRAINING_ARGS
+        from launcher.engines.internvl import TRAINING_ARGS
+        from launcher.engines.official import trees
         from launcher.engines.official.engine import ENGINE_ARGS
 
-        rev = spec.model.internvl_revision
-        return OFFICIAL_MODEL_ARGS[rev] | OFFICIAL_DATA_ARGS[rev] | TRAINING_ARGS | set(ENGINE_ARGS)
+        return trees.allowed_args(spec.model) | TRAINING_ARGS | set(ENGINE_ARGS)
     return None
 
 
