@@ -175,9 +175,9 @@ class OfficialEngine(InternVLEngine):
             argv = (*last.argv[:3], out, *last.argv[4:], "--single-image")
             steps[-1] = PrepareStep(argv=argv, creates=out)
         llm = (spec.model.make_tiny or {}).get("llm", "internlm2")
-        if spec.model.make_tiny and llm in ("internlm2", "qwen2"):
+        if spec.model.make_tiny and llm in ("internlm2", "qwen2", "qwen3"):
             # what a real checkpoint carries: the InternLM2 tokenizer's remote code, taken
-            # from the user's checkout, or Qwen2's vocab.json + merges.txt (tokenizers 0.15)
+            # from the user's checkout, or Qwen2/3's vocab.json + merges.txt (slow tokenizer)
             ckpt = Path(spec.model.path)
             marker = "tokenization_internlm2.py" if llm == "internlm2" else "vocab.json"
             argv = (python, "-m", "internvl_chat.tools.tiny_original", str(ckpt), f"--llm={llm}",

@@ -82,9 +82,12 @@ def arg_set(model: ModelSpec) -> str:
     return "gpt_oss" if tree(model) == GPT_OSS else model.internvl_revision
 
 
-def allowed_args(model: ModelSpec) -> set[str]:
-    key = arg_set(model)
+def allowed_args_for(key: str) -> set[str]:
     return MODEL_ARGS[key] | DATA_ARGS[key]
+
+
+def allowed_args(model: ModelSpec) -> set[str]:
+    return allowed_args_for(arg_set(model))
 
 
 def env_dir(spec: JobSpec) -> Path:
