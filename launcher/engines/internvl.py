@@ -57,6 +57,7 @@ TRAINING_ARGS = {
     "evaluation_strategy",
     "group_by_length",
     "ddp_timeout",
+    "use_cpu",
 }
 
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}

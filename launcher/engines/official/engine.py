@@ -126,6 +126,13 @@ class OfficialEngine(InternVLEngine):
         args = super().train_args(spec, derived, run)
         if bf16_as_official(spec):
             args["bf16"] = True
+        for old, new in trees.TRAINING_RENAMES[trees.tree(spec.model)].items():
+            if old in args:
+                args[new] = args.pop(old)
+        if spec.hw.accelerator == "cpu" and trees.tree(spec.model) == trees.GPT_OSS:
+            # transformers 4.55 refuses bf16 without a GPU unless told the run is on CPU
+            # ("Your setup doesn't support bf16/gpu"); 4.37 does not check
+            args["use_cpu"] = True
         return {k: v for k, v in args.items() if k not in ENGINE_ARGS}
 
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:

@@ -62,6 +62,8 @@ DATA_ARGS = {
     "gpt_oss": _HEAD_DATA_ARGS - {"use_data_resampling", "loss_reduction_all_gather"}
     | {"split_annotations"},
 }
+# HF TrainingArguments renamed between the trees' transformers (4.37 -> 4.55)
+TRAINING_RENAMES = {CHAT: {}, GPT_OSS: {"evaluation_strategy": "eval_strategy"}}
 # What a user may set in hw.env that the launcher's own rendezvous owns: the 3.5 scripts read
 # WORLD_SIZE as the node count (`torchrun --nnodes=$WORLD_SIZE`); under our torchrun it is
 # the number of processes, set per rank.
