@@ -281,7 +281,8 @@ def make_plan(
         zero_stage=par.zero_stage,
         offload_optimizer=par.offload_optimizer,
         offload_param=par.offload_param,
-        precision=spec.hw.precision,
+        # what the engine trains in (the official code: bf16 on fp32 hardware without B1)
+        precision=engine.precision(spec) if hasattr(engine, "precision") else spec.hw.precision,
         seq_len=spec.seq_len,
         lr=spec.lr,
         max_steps=spec.max_steps,

@@ -122,6 +122,11 @@ class OfficialEngine(InternVLEngine):
             out += [Problem("model.internvl_root", p) for p in plan_edits(spec).problems]
         return out
 
+    def precision(self, spec: JobSpec) -> str:
+        """What the official code trains in, as plan.json states it: bf16 where
+        bf16_as_official (fp32 hardware without B1), else the hardware's."""
+        return "bf16" if bf16_as_official(spec) else spec.hw.precision
+
     def train_args(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, Any]:
         args = super().train_args(spec, derived, run)
         if bf16_as_official(spec):
