@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,39 @@ def test_tiny_qwen3_trains_through_the_gpt_oss_tree(tmp_path: Path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["loss"] > 0 for r in rows)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_the_3_5_finetune_parses_what_the_plan_states(tmp_path: Path):
+    """train_args.json of internvl3_5_8b on 2x8 A100 through the 3.5 tree's own dataclasses
+    and transformers 4.55's TrainingArguments (tests/tools/official_args.py), in its env."""
+    if not GPT_OSS_PY.exists():
+        pytest.skip(f"{GPT_OSS_PY} is absent (bash setup.sh --official-gpt-oss)")
+    from launcher.rundir import RunDir
+
+    cfg, problems = composing.compose(
+        ["model=internvl3_5_8b", "hw=a100", "nodes=2", "max_steps=100",
+         "model.engine=internvl_official", f"model.internvl_root={need(HEAD)}",
+         "data=synthetic", "dry_run=true", f"run_dir={tmp_path}/run"]
+    )  # fmt: skip
+    plan, _ = plan_from_config(cfg, problems)
+    RunDir(plan.run_dir).materialize(plan.files, code={})
+    run = Path(plan.run_dir)
+    script = run / "official/internvl_chat_gpt_oss/internvl/train/internvl_chat_finetune.py"
+    # parsed on this CPU machine: 4.55 refuses bf16 without a GPU unless use_cpu (not the nodes')
+    args = json.loads((run / "train_args.json").read_text())
+    assert "use_cpu" not in args
+    (run / "parse_args.json").write_text(json.dumps({**args, "use_cpu": True}))
+    job = {"script": str(script), "args": str(run / "parse_args.json"), "world_size": 16}
+    tool = Path(__file__).parent / "tools" / "official_args.py"
+    proc = subprocess.run([str(GPT_OSS_PY), str(tool)], input=json.dumps([job]),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (got,) = json.loads(proc.stdout)
+    assert "error" not in got, got
+    data, training = got["data"], got["training"]
+    assert (data["use_packed_ds"], data["max_packed_tokens"], data["num_images_expected"]) == (
+        True, 32768, 96)  # fmt: skip
+    assert data["loss_reduction"] == "square" and data["conv_style"] == "internvl2_5"
+    assert training["per_device_train_batch_size"] == 1 and training["max_steps"] == 100
+    assert training["gradient_accumulation_steps"] * 16 == 512 and training["bf16"] is True
+    assert got["deepspeed_mismatches"] == []
