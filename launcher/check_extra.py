@@ -60,11 +60,13 @@ def _engine(spec: JobSpec) -> tuple[list[Problem], list[str]]:
     warnings: list[str] = []
     known = known_engine_args(spec)
     if known is not None:
-        rev = (
-            f" at internvl_revision={spec.model.internvl_revision}"
-            if "official" in spec.model.engine
-            else ""
-        )
+        rev = ""
+        if "official" in spec.model.engine:
+            from launcher.engines.official import trees
+
+            rev = (
+                f" at internvl_revision={spec.model.internvl_revision} ({trees.tree(spec.model)}/)"
+            )
         for k in spec.engine_args:
             if k not in known:
                 import difflib

@@ -153,6 +153,9 @@ def refused(tmp_path: Path, *overrides: str) -> str:
         (("model=internvl_20b", "hw=a100", "model.internvl_tree=internvl_chat_gpt_oss"),
          "model.internvl_tree: internvl_chat_gpt_oss/ exists only at internvl_revision=head"),
         (("model=internvl3_5_8b", "hw=a100"), "max_steps: the official packed dataset"),
+        (("model=internvl3_5_8b", "hw=a100", "max_steps=9", "+engine_args.use_data_resampling=1"),
+         "engine_args.use_data_resampling: unknown to engine internvl_official at "
+         "internvl_revision=head (internvl_chat_gpt_oss/)"),
         (("model=internvl3_5_8b", "hw=a100", "max_steps=9", "+hw.env.WORLD_SIZE=2"),
          "hw.env.WORLD_SIZE: the launcher sets the rendezvous itself"),
     ],
