@@ -76,6 +76,21 @@ def _engine(spec: JobSpec) -> tuple[list[Problem], list[str]]:
                 problems.append(
                     Problem(f"engine_args.{k}", f"unknown to engine {spec.model.engine}{rev}{hint}")
                 )
+    if spec.model.internvl_tree and spec.model.engine != "internvl_official":
+        problems.append(
+            Problem(
+                "model.internvl_tree",
+                f"only picks the official tree (engine=internvl_official); engine "
+                f"{spec.model.engine} ignores it: leave it null or set "
+                "model.engine=internvl_official",
+            )
+        )
+    if spec.model.engine == "internvl_official" and (spec.model.packed or spec.data.packed):
+        warnings.append(
+            "model.packed: the official packed dataset keeps no data position (its 'TODO: quick "
+            "resume'): a requeue or resume restores the model and optimizer from the checkpoint "
+            "but reads the data from the start again (engine=internvl_chat resumes it exactly)"
+        )
     if spec.model.engine == "xtuner":
         from launcher.engines.xtuner.render import DEFAULT_ENV
 

@@ -97,6 +97,8 @@ def test_internvl3_5_trains_in_the_gpt_oss_tree_with_its_packed_recipe(tmp_path:
     assert "--nnodes=2" in launch["argv"] and "--node_rank=1" in launch["argv"]
     assert not {"WORLD_SIZE", "RANK", "MASTER_PORT"} & set(launch["env"])
     assert files["official_edits.patch"] == ""  # GPU hardware: the tree as it is
+    warnings = json.loads(files["plan.json"])["warnings"]
+    assert any("keeps no data position" in w for w in warnings)  # its "TODO: quick resume"
     assert any(k.startswith("official/internvl_chat_gpt_oss/internvl/patch/") for k in files)
 
 
@@ -162,6 +164,12 @@ def refused(tmp_path: Path, *overrides: str) -> str:
 )  # fmt: skip
 def test_what_a_tree_cannot_build_is_refused(tmp_path: Path, overrides, wanted):
     assert wanted in refused(tmp_path, *overrides)
+
+
+def test_the_tree_setting_is_refused_where_no_official_tree_runs(tmp_path: Path):
+    err = refused(tmp_path, "model=tiny_internvl", "model.engine=internvl_chat",
+                  "model.internvl_tree=internvl_chat_gpt_oss")  # fmt: skip
+    assert "model.internvl_tree: only picks the official tree" in err
 
 
 def test_packed_on_cpu_and_a_missing_env_name_the_fix(tmp_path: Path):
