@@ -6,6 +6,8 @@
 # pytest): what a login node needs to compose, check, plan, submit and report; no torch.
 # bash setup.sh --official — create .venv-internvl, the official InternVL trainer's environment
 # (model.engine=internvl_official; pinned versions, see official_env/make_env.sh).
+# bash setup.sh --official-gpt-oss — create .venv-internvl-gpt-oss, the env of the InternVL3.5
+# tree internvl_chat_gpt_oss/ (transformers 4.55, deepspeed 0.17).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -14,6 +16,9 @@ reqs=(requirements.txt requirements-launcher.txt)
 install=(-r requirements.txt)
 if [[ ${1:-} == --official ]]; then
   exec bash official_env/make_env.sh
+fi
+if [[ ${1:-} == --official-gpt-oss ]]; then
+  exec bash official_env/make_env.sh --gpt-oss
 fi
 if [[ ${1:-} == --launcher ]]; then
   venv=.venv-launcher

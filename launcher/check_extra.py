@@ -47,11 +47,11 @@ def known_engine_args(spec: JobSpec) -> set[str] | None:
 
         return {f.name for f in dataclasses.fields(train_args.TrainArgs)} | train_args.IGNORED_KEYS
     if engine == "internvl_official":
-        from launcher.engines.internvl import OFFICIAL_DATA_ARGS, OFFICIAL_MODEL_ARGS, TRAINING_ARGS
+        from launcher.engines.internvl import TRAINING_ARGS
+        from launcher.engines.official import trees
         from launcher.engines.official.engine import ENGINE_ARGS
 
-        rev = spec.model.internvl_revision
-        return OFFICIAL_MODEL_ARGS[rev] | OFFICIAL_DATA_ARGS[rev] | TRAINING_ARGS | set(ENGINE_ARGS)
+        return trees.allowed_args(spec.model) | TRAINING_ARGS | set(ENGINE_ARGS)
     return None
 
 
@@ -60,11 +60,13 @@ def _engine(spec: JobSpec) -> tuple[list[Problem], list[str]]:
     warnings: list[str] = []
     known = known_engine_args(spec)
     if known is not None:
-        rev = (
-            f" at internvl_revision={spec.model.internvl_revision}"
-            if "official" in spec.model.engine
-            else ""
-        )
+        rev = ""
+        if "official" in spec.model.engine:
+            from launcher.engines.official import trees
+
+            rev = (
+                f" at internvl_revision={spec.model.internvl_revision} ({trees.tree(spec.model)}/)"
+            )
         for k in spec.engine_args:
             if k not in known:
                 import difflib
@@ -74,6 +76,21 @@ def _engine(spec: JobSpec) -> tuple[list[Problem], list[str]]:
                 problems.append(
                     Problem(f"engine_args.{k}", f"unknown to engine {spec.model.engine}{rev}{hint}")
                 )
+    if spec.model.internvl_tree and spec.model.engine != "internvl_official":
+        problems.append(
+            Problem(
+                "model.internvl_tree",
+                f"only picks the official tree (engine=internvl_official); engine "
+                f"{spec.model.engine} ignores it: leave it null or set "
+                "model.engine=internvl_official",
+            )
+        )
+    if spec.model.engine == "internvl_official" and (spec.model.packed or spec.data.packed):
+        warnings.append(
+            "model.packed: the official packed dataset keeps no data position (its 'TODO: quick "
+            "resume'): a requeue or resume restores the model and optimizer from the checkpoint "
+            "but reads the data from the start again (engine=internvl_chat resumes it exactly)"
+        )
     if spec.model.engine == "xtuner":
         from launcher.engines.xtuner.render import DEFAULT_ENV
 

@@ -132,6 +132,9 @@ class ModelSpec:
     """The official code the checkpoint belongs to: pin = 764fdc9 (seed 000, InternVL 1.5),
     head = 2410d1d (InternVL2 and later). Picks the official argument set, the template's
     default system message and how edge-case samples are treated."""
+    internvl_tree: Literal["internvl_chat", "internvl_chat_gpt_oss"] | None = None
+    """The official tree at head (engine=internvl_official): internvl_chat/ (InternVL2-3) or
+    internvl_chat_gpt_oss/ (InternVL3.5); null: the 3.5 tree for Qwen3/GPT-OSS LLMs at head."""
     system_message: str | None = None
     """None: the template's default at internvl_revision (internvl_chat/prompts.py)."""
     mindspeed_root: str | None = None

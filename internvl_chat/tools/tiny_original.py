@@ -4,8 +4,9 @@ the official InternVL code (transformers 4.37 / tokenizers 0.15) loads a `make_t
 - InternLM2: the tokenizer is remote code (`tokenization_internlm2.py`, named by the
   tokenizer config's auto_map). It is taken at run time from the user's InternVL checkout
   (`internvl_chat/internvl/model/internlm2/`), never kept in this repository.
-- Qwen2: `vocab.json` + `merges.txt` (what Qwen2Tokenizer reads), and `tokenizer.json`'s merges
-  as "a b" strings: tokenizers 0.15 cannot read the list form newer versions write.
+- Qwen2 and Qwen3: `vocab.json` + `merges.txt` (what the slow Qwen2Tokenizer reads: both
+  official trees default to use_fast_tokenizer=False), and `tokenizer.json`'s merges as "a b"
+  strings: tokenizers 0.15 cannot read the list form newer versions write.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def add_original_files(out: Path, llm: str, internvl_root: str | Path | None) ->
                 shutil.copyfile(src / name, out / name)
                 written.append(name)
     tokenizer_json = out / "tokenizer.json"
-    if llm == "qwen2" and tokenizer_json.is_file():
+    if llm in ("qwen2", "qwen3") and tokenizer_json.is_file():
         tok = json.loads(tokenizer_json.read_text())
         model = tok["model"]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
@@ -47,7 +48,7 @@ def add_original_files(out: Path, llm: str, internvl_root: str | Path | None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m internvl_chat.tools.tiny_original CKPT --llm internlm2|qwen2 [--internvl-root R]
+    """python -m internvl_chat.tools.tiny_original CKPT --llm internlm2|qwen2|qwen3 [--internvl-root R]
 
     Adds the files to a checkpoint make_tiny wrote earlier (a shared cache of tiny models)."""
     import argparse

@@ -17,6 +17,7 @@ from launcher import tracking
 from launcher.derive import Derived
 from launcher.engines import ds_config
 from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
+from launcher.engines.official import trees
 from launcher.engines.torchrun import torchrun
 from launcher.generations import generation_args
 from launcher.rundir import RunDir
@@ -25,30 +26,10 @@ from launcher.spec import DatasetEntry, JobSpec, Problem
 REPO = Path(__file__).resolve().parents[2]
 
 # Argument names of the official finetune entry (ModelArguments + DataTrainingArguments),
-# per revision: PIN = 764fdc9 (seed 000), HEAD = 2410d1d (spec section 2).
-_PIN_MODEL_ARGS = {
-    "model_name_or_path", "vision_path", "llm_path", "mlp_path", "freeze_llm",
-    "freeze_backbone", "freeze_mlp", "unfreeze_vit_layers", "vision_select_layer",
-    "use_backbone_lora", "use_llm_lora", "unfreeze_lm_head", "use_custom_trainer",
-    "grad_checkpoint", "drop_path_rate", "ps_version",
-}  # fmt: skip
-_PIN_DATA_ARGS = {
-    "max_seq_length", "force_image_size", "down_sample_ratio", "pad2square", "conv_style",
-    "meta_path", "use_data_resampling", "dynamic_image_size", "use_thumbnail",
-    "min_dynamic_patch", "max_dynamic_patch", "neftune_alpha", "normalize_type",
-}  # fmt: skip
-OFFICIAL_MODEL_ARGS = {
-    "pin": _PIN_MODEL_ARGS,
-    "head": _PIN_MODEL_ARGS - {"use_custom_trainer"} | {"use_fast_tokenizer", "use_liger"},
-}
-OFFICIAL_DATA_ARGS = {
-    "pin": _PIN_DATA_ARGS,
-    "head": _PIN_DATA_ARGS - {"neftune_alpha"} | {
-        "min_num_frame", "max_num_frame", "use_packed_ds", "num_images_expected",
-        "max_packed_tokens", "max_buffer_size", "log_freq", "strict_mode", "replacement",
-        "allow_overflow", "loss_reduction", "loss_reduction_all_gather",
-    },
-}  # fmt: skip
+# per argument set: pin = 764fdc9 (seed 000), head = 2410d1d's internvl_chat/, gpt_oss =
+# 2410d1d's internvl_chat_gpt_oss/ (launcher.engines.official.trees).
+OFFICIAL_MODEL_ARGS = trees.MODEL_ARGS
+OFFICIAL_DATA_ARGS = trees.DATA_ARGS
 # HF TrainingArguments the shipped scripts pass (spec 1.3).
 TRAINING_ARGS = {
     "output_dir",
@@ -76,6 +57,7 @@ TRAINING_ARGS = {
     "evaluation_strategy",
     "group_by_length",
     "ddp_timeout",
+    "use_cpu",
 }
 
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
@@ -245,8 +227,7 @@ class InternVLEngine:
         args.update(generation_args(spec))
         args.update(spec.engine_args)
         if self.official:
-            rev = spec.model.internvl_revision
-            allowed = OFFICIAL_MODEL_ARGS[rev] | OFFICIAL_DATA_ARGS[rev] | TRAINING_ARGS
+            allowed = trees.allowed_args(spec.model) | TRAINING_ARGS
             args = {k: v for k, v in args.items() if k in allowed and v is not None}
         return args
 

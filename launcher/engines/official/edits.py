@@ -29,14 +29,15 @@ FILES = (PATCH_INIT, DIST_UTILS, FINETUNE)
 BEHAVIOUR = "behaviour change"
 
 REASONS = {
-    "E1": "`internvl/patch` imports modules that import flash_attn at top level; they are "
-    "used only for packed training or flash attention, so a missing flash_attn now leaves "
-    "stubs that raise when called (error without it: No module named 'flash_attn')",
+    "E1": "`internvl/patch` imports modules that import flash_attn (or triton, the 3.5 "
+    "tree's sink attention) at top level; they are used only for packed training or flash "
+    "attention, so a missing flash_attn now leaves stubs that raise when called (error "
+    "without it: No module named 'flash_attn')",
     "E2": "`_init_dist_pytorch` calls torch.cuda.set_device(rank % num_gpus) with 0 GPUs "
     "(ZeroDivisionError): skipped when there is no GPU",
     "E3": "init_dist(backend='nccl'): gloo when CUDA is unavailable "
     "(Distributed package doesn't have NCCL built in)",
-    "E4": "non-InternLM2 LLMs (Qwen2, LLaMA) are forced to flash_attention_2: eager when "
+    "E4": "non-InternLM2 LLMs (Qwen2, Qwen3, LLaMA) are forced to flash_attention_2: eager when "
     "flash_attn is not installed (FlashAttention2 has been toggled on, but ... not installed)",
     "B1": f"{BEHAVIOUR.upper()}: the model is always loaded in bf16; loaded in fp32 when "
     "bf16=False, so the official code trains in fp32 (it crashes with bf16=False otherwise: "
@@ -53,8 +54,8 @@ class EditSet:
     patch: str = ""
     problems: tuple[str, ...] = ()
 
-    def listing(self, revision: str) -> str:
-        lines = [f"# Edits to the official internvl_chat/ tree ({revision}), in this run only", ""]
+    def listing(self, revision: str, tree: str = "internvl_chat") -> str:
+        lines = [f"# Edits to the official {tree}/ tree ({revision}), in this run only", ""]
         if not self.applied:
             lines.append("none: the run uses the checkout's code unchanged")
         for name in self.applied:
@@ -62,10 +63,31 @@ class EditSet:
         return "\n".join(lines) + "\n"
 
 
+_NEEDS_GPU_KERNELS = re.compile(r"^(from|import) (flash_attn|triton)\b", re.M)
+_RELATIVE = re.compile(r"^from \.(\w+)", re.M)
+
+
+def _needs_kernels(path: Path, seen: set[Path]) -> bool:
+    """Whether importing this module (or package) imports flash_attn or triton at module
+    level, itself or through the relative imports of internvl/patch it makes."""
+    files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+    for f in files:
+        if f in seen:
+            continue
+        seen.add(f)
+        text = f.read_text()
+        if _NEEDS_GPU_KERNELS.search(text):
+            return True
+        for name in _RELATIVE.findall(text):
+            for dep in (f.parent / f"{name}.py", f.parent / name):
+                if dep.exists() and _needs_kernels(dep, seen):
+                    return True
+    return False
+
+
 def _flash_attn_modules(patch_dir: Path) -> set[str]:
-    """Modules of internvl/patch that import flash_attn at module level."""
-    top = re.compile(r"^(from flash_attn\b|import flash_attn\b)", re.M)
-    return {p.stem for p in patch_dir.glob("*.py") if top.search(p.read_text())}
+    """Modules of internvl/patch that need flash_attn (or triton) at import time."""
+    return {p.stem for p in patch_dir.glob("*.py") if _needs_kernels(p, set())}
 
 
 _FROM = re.compile(r"^from \.(\w+) import (\((?:.|\n)*?\)|(?:.*\\\n)*.*)$", re.M)
@@ -148,17 +170,17 @@ def plan_edits(root: Path, *, compat: bool, fp32_load: bool) -> EditSet:
             ),
             "init_dist(launcher=launcher, backend='nccl')",
         )
-        edit(
-            "E4",
-            FINETUNE,
-            _replace(
-                texts[FINETUNE],
-                "_attn_implementation = 'flash_attention_2'  # for LLaMA",
-                "_attn_implementation = 'flash_attention_2' if __import__('importlib.util')"
-                ".util.find_spec('flash_attn') else 'eager'  # for LLaMA [launcher E4]",
-            ),
-            "_attn_implementation = 'flash_attention_2'  # for LLaMA",
+        # internvl_chat/ tags its line "# for LLaMA"; internvl_chat_gpt_oss/ has two bare ones
+        anchor = "_attn_implementation = 'flash_attention_2'"
+        eager = " if __import__('importlib.util').util.find_spec('flash_attn') else 'eager'"
+        edited = _replace(
+            texts[FINETUNE],
+            f"{anchor}  # for LLaMA\n",
+            f"{anchor}{eager}  # for LLaMA [launcher E4]\n",
+        ) or _replace(
+            texts[FINETUNE], f"{anchor}\n", f"{anchor}{eager}  # [launcher E4]\n", count=2
         )
+        edit("E4", FINETUNE, edited, anchor)
     if fp32_load:
         edit(
             "B1",
@@ -175,8 +197,8 @@ def plan_edits(root: Path, *, compat: bool, fp32_load: bool) -> EditSet:
             difflib.unified_diff(
                 originals[rel].splitlines(keepends=True),
                 texts[rel].splitlines(keepends=True),
-                f"a/internvl_chat/{rel}",
-                f"b/internvl_chat/{rel}",
+                f"a/{root.name}/{rel}",
+                f"b/{root.name}/{rel}",
             )
         )
         for rel in FILES

@@ -6,7 +6,10 @@ metrics.jsonl, summary.json, requeue). Inside, three things differ:
 - the code: `RUN_DIR/official/internvl_chat/internvl/` is a copy of the checkout's package
   with the edits the hardware needs (launcher.engines.official.edits), kept as
   `official_edits.patch` + `official_edits.md`; the checkout is only read;
-- the interpreter: the official env (`bash setup.sh --official` builds `<repo>/.venv-internvl`;
+- the tree: `internvl_chat/`, or at head `internvl_chat_gpt_oss/` for InternVL3.5
+  (launcher.engines.official.trees: model.internvl_tree, argument names per tree);
+- the interpreter: the tree's official env (`bash setup.sh --official` builds
+  `<repo>/.venv-internvl`, `--official-gpt-oss` `<repo>/.venv-internvl-gpt-oss`;
   engine_args.official_env names another), while the node task, the prepare steps and the
   data pre-flight keep the project's own;
 - the evidence: metrics come from the HF-Trainer log lines of node 0, and a run whose final
@@ -24,31 +27,30 @@ from launcher.derive import Derived
 from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
 from launcher.engines.internvl import InternVLEngine, _dump
 from launcher.engines.official import edits as editing
+from launcher.engines.official import trees
 from launcher.rundir import RunDir
 from launcher.spec import JobSpec, Problem
 
-REPO = Path(__file__).resolve().parents[3]
-DEFAULT_ENV = REPO / ".venv-internvl"
-BUILD_ENV = "bash setup.sh --official"
 ENGINE_ARGS = {
-    "official_env": f"the official trainer's env on the nodes (default {DEFAULT_ENV}: {BUILD_ENV})",
+    "official_env": "the official trainer's env on the nodes (default: the tree's, "
+    f"{trees.ENVS[trees.CHAT].name} or {trees.ENVS[trees.GPT_OSS].name} beside launch.py)",
     "official_fp32_load": "B1, a behaviour change: load the model in fp32 when bf16=False",
     "official_compat_edits": "E1-E4: auto (CPU hardware only), true or false",
 }
 COPY = "official"
-"""Run-dir folder holding the edited copy of the checkout's internvl_chat/internvl package."""
+"""Run-dir folder holding the edited copy of the checkout's TREE/internvl package."""
 PATCH = "official_edits.patch"
 LISTING = "official_edits.md"
 
 
 def env_dir(spec: JobSpec) -> Path:
-    return Path(spec.engine_args.get("official_env") or DEFAULT_ENV)
+    return trees.env_dir(spec)
 
 
 def official_python(spec: JobSpec) -> tuple[str, bool]:
     """The training processes' python and whether it is this machine's official env:
     engine_args.official_env, else an explicit cluster.python (the site's env for the
-    official code), else <repo>/.venv-internvl."""
+    official code), else the tree's env beside launch.py (trees.ENVS)."""
     if not spec.engine_args.get("official_env") and spec.cluster.python:
         return spec.cluster.python, False
     return str(env_dir(spec) / "bin" / "python"), True
@@ -69,7 +71,7 @@ def _root(spec: JobSpec) -> Path:
 
 
 def _checkout(spec: JobSpec) -> Path:
-    return _root(spec) / "internvl_chat"
+    return _root(spec) / trees.tree(spec.model)
 
 
 def bf16_as_official(spec: JobSpec) -> bool:
@@ -87,7 +89,7 @@ def single_image_data(spec: JobSpec) -> str | None:
 def _code(spec: JobSpec) -> Path:
     """Where the nodes import the official code from: the run dir's edited copy (the
     checkout itself only for a dry run planned away from it)."""
-    copy = RunDir(spec.run_dir).root / COPY / "internvl_chat"
+    copy = RunDir(spec.run_dir).root / COPY / trees.tree(spec.model)
     return copy if (_checkout(spec) / "internvl").is_dir() else _checkout(spec)
 
 
@@ -105,12 +107,14 @@ class OfficialEngine(InternVLEngine):
         setting = str(spec.engine_args.get("official_compat_edits", "auto")).lower()
         if setting not in ("auto", "true", "false"):
             out.append(Problem("engine_args.official_compat_edits", "auto, true or false"))
+        out += trees.check(spec, compat_edits(spec))
         python, ours = official_python(spec)
         if ours and not spec.dry_run and not Path(python).exists():
+            build = trees.BUILD_ENV[trees.tree(spec.model)]
             out.append(
                 Problem(
                     "engine_args.official_env",
-                    f"{python} does not exist: build the official env with `{BUILD_ENV}` "
+                    f"{python} does not exist: build the official env with `{build}` "
                     "(or name yours here)",
                 )
             )
@@ -127,6 +131,13 @@ class OfficialEngine(InternVLEngine):
         args = super().train_args(spec, derived, run)
         if bf16_as_official(spec):
             args["bf16"] = True
+        for old, new in trees.TRAINING_RENAMES[trees.tree(spec.model)].items():
+            if old in args:
+                args[new] = args.pop(old)
+        if spec.hw.accelerator == "cpu" and trees.tree(spec.model) == trees.GPT_OSS:
+            # transformers 4.55 refuses bf16 without a GPU unless told the run is on CPU
+            # ("Your setup doesn't support bf16/gpu"); 4.37 does not check
+            args["use_cpu"] = True
         return {k: v for k, v in args.items() if k not in ENGINE_ARGS}
 
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
@@ -148,11 +159,11 @@ class OfficialEngine(InternVLEngine):
             if path.is_file() and "__pycache__" not in path.parts:
                 rel = path.relative_to(package.parent).as_posix()
                 text = edit.texts.get(rel)
-                files[f"{COPY}/internvl_chat/{rel}"] = (
+                files[f"{COPY}/{package.parent.name}/{rel}"] = (
                     text if text is not None else path.read_text()
                 )
         files[PATCH] = edit.patch
-        files[LISTING] = edit.listing(spec.model.internvl_revision)
+        files[LISTING] = edit.listing(spec.model.internvl_revision, package.parent.name)
         if bf16_as_official(spec):
             files[LISTING] += (
                 f"\nhw.precision={spec.hw.precision}, but the official code always loads the "
@@ -176,9 +187,9 @@ class OfficialEngine(InternVLEngine):
             argv = (*last.argv[:3], out, *last.argv[4:], "--single-image")
             steps[-1] = PrepareStep(argv=argv, creates=out)
         llm = (spec.model.make_tiny or {}).get("llm", "internlm2")
-        if spec.model.make_tiny and llm in ("internlm2", "qwen2"):
+        if spec.model.make_tiny and llm in ("internlm2", "qwen2", "qwen3"):
             # what a real checkpoint carries: the InternLM2 tokenizer's remote code, taken
-            # from the user's checkout, or Qwen2's vocab.json + merges.txt (tokenizers 0.15)
+            # from the user's checkout, or Qwen2/3's vocab.json + merges.txt (slow tokenizer)
             ckpt = Path(spec.model.path)
             marker = "tokenization_internlm2.py" if llm == "internlm2" else "vocab.json"
             argv = (python, "-m", "internvl_chat.tools.tiny_original", str(ckpt), f"--llm={llm}",
