@@ -4,6 +4,7 @@ two-node Slurm cluster (slurm/local_cluster.sh), with real training (tiny model,
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import re
 import shlex
@@ -253,17 +254,26 @@ def test_xtuner_llava_pretrain_on_two_slurm_nodes(slurm_cluster, tmp_path: Path,
 
 @pytest.mark.slow
 def test_a_failed_job_exits_nonzero_and_says_so(tmp_path: Path, cache_dir: Path):
+    # A failure only the node can see: the data pre-flight is skipped (check_data=false), so
+    # the trainer meets 5 broken samples of 8 in `broken`, over data.max_bad_sample_ratio.
+    # (An unknown +engine_args name, this test's old failure, is now refused at check.)
+    data = tmp_path / "data"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "data", data)
+    meta = data / "only_broken.json"
+    meta.write_text(json.dumps({"broken": json.loads((data / "meta.json").read_text())["broken"]}))
     run_dir = tmp_path / "bad"
     r = launch(
         "max_steps=2",
-        "+engine_args.no_such_argument=1",
+        "data=meta_file",
+        f"data.meta_file={meta}",
+        "check_data=false",
         f"run_dir={run_dir}",
         f"cache_dir={cache_dir}",
     )
     assert r.returncode != 0
-    assert "no_such_argument" in (run_dir / "logs" / "node0.log").read_text()
+    assert "samples are broken" in (run_dir / "logs" / "node0.log").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed" and "no_such_argument" in summary["reason"]
+    assert summary["status"] == "failed" and "broken" in summary["reason"], summary
     assert not (run_dir / "metrics.jsonl").exists() or summary["steps"] == 0
     status = launch("status", str(run_dir))
     assert status.stdout.startswith("FAILED")
