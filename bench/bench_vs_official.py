@@ -126,6 +126,13 @@ def main() -> int:
         for entry in m.values():
             entry["data_augment"] = False
         meta.write_text(json.dumps(m))
+        # distinct precomputed lengths: both samplers sort by them, so the same samples go to
+        # the same rank (docs/OFFICIAL.md, "Why the length fields")
+        ann = tmp / "data" / "train.jsonl"
+        rows = [json.loads(x) for x in ann.read_text().splitlines()]
+        ann.write_text(
+            "".join(json.dumps({**r, "length": 200 + i}) + "\n" for i, r in enumerate(rows))
+        )
         for k in range(a.pairs):
             load.append([round(x, 2) for x in os.getloadavg()])
             official = launch("internvl_official", a, tmp / f"official-{k}", tmp / "c", meta)

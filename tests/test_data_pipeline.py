@@ -115,6 +115,24 @@ def test_truncated_image_tokens_are_dropped_and_counted(tmp_path, tok):
     assert len(build_train_dataset(meta, tok, {**cfg, "max_seq_length": 100})) == 3
 
 
+def test_group_lengths_take_a_rows_precomputed_length(tmp_path, tok):
+    """group_by_length sorts by a row's integer ``length`` where given, as the official dataset
+    does; the exact length (truncation, packing) stays what the scan measured."""
+    from PIL import Image
+
+    Image.new("RGB", (50, 50), "red").save(tmp_path / "small.png")
+    conv = [{"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": "red"}]
+    rows = [{"image": "small.png", "conversations": conv, "length": 7},
+            {"image": "small.png", "conversations": conv, "length": True},
+            {"image": "small.png", "conversations": conv}]  # fmt: skip
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = _meta(tmp_path, d={"root": ".", "annotation": "a.jsonl", "repeat_time": 1})
+    ds = build_train_dataset(meta, tok, CFG)
+    exact = ds.lengths[0]
+    assert ds.lengths == [exact] * 3 and exact != 7
+    assert ds.group_lengths == [7, exact, exact]
+
+
 def test_broken_samples_skipped_counted_and_threshold(tmp_path, tok, caplog, monkeypatch):
     lines = (FIXTURE / "broken.jsonl").read_text().splitlines(keepends=True)
     no_video = [s for s in lines if '"video"' not in s]

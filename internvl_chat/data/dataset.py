@@ -133,6 +133,11 @@ def _expand_to_square(img: Image.Image, colour) -> Image.Image:
     return out
 
 
+def group_length(row: dict, exact: int) -> int:
+    given = row.get("length")
+    return given if isinstance(given, int) and not isinstance(given, bool) else exact
+
+
 class SupervisedDataset(torch.utils.data.Dataset):
     """One meta entry: scanned samples (repeated per repeat_time) -> model inputs."""
 
@@ -148,6 +153,12 @@ class SupervisedDataset(torch.utils.data.Dataset):
     @property
     def lengths(self) -> list[int]:
         return [s.length for s in self.samples]
+
+    @property
+    def group_lengths(self) -> list[int]:
+        """What group_by_length sorts by: a row's integer ``length`` where it has one (the
+        official dataset uses that precomputed value as is), else the exact length."""
+        return [group_length(s.row, s.length) for s in self.samples]
 
     def __getitem__(self, i: int) -> dict:
         info = self.samples[i]
@@ -196,6 +207,10 @@ class TrainDataset(torch.utils.data.ConcatDataset):
     @property
     def lengths(self) -> list[int]:
         return [n for d in self.datasets for n in d.lengths]
+
+    @property
+    def group_lengths(self) -> list[int]:
+        return [n for d in self.datasets for n in d.group_lengths]
 
 
 class PackedDataset(torch.utils.data.Dataset):

@@ -104,7 +104,8 @@ def build_data(a: TrainArgs, model, tokenizer, rank: int, world: int) -> Data:
         )
     if a.group_by_length:
         sampler = LengthGroupedSampler(
-            train_ds.lengths,
+            # a row's precomputed ``length`` where given, as the official sampler sorts by
+            getattr(train_ds, "group_lengths", train_ds.lengths),
             a.per_device_train_batch_size,
             world_size=world,
             rank=rank,
