@@ -4,10 +4,10 @@ two-node Slurm cluster (slurm/local_cluster.sh), with real training (tiny model,
 from __future__ import annotations
 
 import json
-import shutil
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -247,7 +247,7 @@ def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, 
     """MindSpeed through `resume` (the Ascend stand-ins of tests/fakes, cluster=local): a run
     that died after iteration 4 (checkpoint at 3) continues from 3 with --load, every
     iteration once in metrics.jsonl, as attempt 2."""
-    from test_mindspeed_slurm import FAKES, make_inputs
+    from test_mindspeed_slurm import FAKES, ascend_env, make_inputs
 
     from launcher.checkpoints import last_step
     from launcher.node import Rendezvous, free_port, run_node
@@ -266,6 +266,7 @@ def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, 
     ended(run, status="")  # the local job that ran it has gone; summary.json says failed
     assert last_step(run.output_dir, "mindspeed") == 3
     monkeypatch.delenv("FAKE_PRETRAIN_DIE_AFTER")
+    monkeypatch.setenv("PYTHONPATH", ascend_env(dict(os.environ))["PYTHONPATH"])  # torch_npu
     r = launch("resume", str(run.root), "dry_run=false", "wait=true")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "attempt 2 continues from step 3" in r.stdout and "--load" in r.stdout, r.stdout
