@@ -78,7 +78,10 @@ def wait_for(what: str, cond, run_dir: Path, timeout_s: float, poll_s: float = 0
 
 def release(job_id: str, env: dict[str, str]) -> None:
     """Slurm holds a requeued job until its old credential expires (BeginTime, 2 min by
-    default); start it now, since nothing else of this job is left on the nodes."""
+    default); start it now, since nothing else of this job is left on the nodes. Slurm revokes
+    the old credential at the requeue, to the second, and kills a start within that second
+    ("Killing non-startable batch JobId=7: Job credential revoked", CI on 3619251): wait 2 s."""
+    time.sleep(2)
     subprocess.run(
         ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
         env=env,
@@ -165,7 +168,7 @@ def release_each_requeue(
     """Until the job has left the queue: whenever it waits requeued, start it now (see
     `release`), after `first()` at the first requeue. Slurm revokes the old credential at the
     requeue, to the second, and refuses a new one issued within that second ("Job credential
-    revoked"): so wait 2 s first."""
+    revoked"): `release` waits 2 s first."""
     deadline = time.monotonic() + timeout_s
     seen = 0
     while (state := squeue_state(job_id, env)) is not None:
@@ -174,7 +177,6 @@ def release_each_requeue(
             if seen == 0 and first is not None:
                 first()
             seen = len(requeue_events(run_dir))
-            time.sleep(2)
             release(job_id, env)
         time.sleep(0.5)
 
