@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import node_processes, squeue_state, wait_until_gone
+from test_faults_slurm import logs, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -102,21 +103,6 @@ def submit(run_dir: Path, cache: Path, *settings: str, env: dict[str, str]) -> s
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads((run_dir / "job.json").read_text())["job_id"]
-
-
-def logs(run_dir: Path) -> str:
-    files = sorted((run_dir / "logs").glob("node*.log")) + sorted(
-        (run_dir / "submitit").glob("*_log.*")
-    )
-    return "".join(f"==> {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in files)
-
-
-def wait_for(what: str, cond, run_dir: Path, timeout_s: float, poll_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while not (got := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{logs(run_dir)}"
-        time.sleep(poll_s)
-    return got
 
 
 def status(run_dir: Path, env: dict[str, str]) -> str:
