@@ -44,7 +44,7 @@ def wait_for(what: str, cond, run: RunDir, timeout_s: float):
 def test_cancel_then_resume_completes_with_every_step_once(slurm_cluster, tmp_path: Path):
     env = slurm_cluster.env
     run = RunDir(tmp_path / "run")
-    r = launch("cluster=slurm", "hw=cpu", "nodes=2", "max_steps=12", "save_steps=3",
+    r = launch("cluster=slurm", "hw=cpu", "nodes=2", "max_steps=12", "save_steps=5",
                "save_total_limit=2", "wait=false", f"run_dir={run.root}",
                f"cache_dir={tmp_path / 'cache'}", env=env)  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -60,13 +60,15 @@ def test_cancel_then_resume_completes_with_every_step_once(slurm_cluster, tmp_pa
         subprocess.run(["scancel", first_job], env=env, capture_output=True)
     before = {m["step"]: m["loss"] for m in run.metrics()}
     saved = last_valid_step(run.output_dir)
-    assert saved is not None and max(before) > saved, (saved, before)
+    # the cancel races the training loop: usually steps past the checkpoint were logged and are
+    # recomputed below, but the job may also die right after a save (CI on 4671eb1 saw that)
+    assert saved is not None and max(before) >= saved, (saved, before)
     status = launch("status", str(run.root), env=env).stdout
     assert not status.startswith(("COMPLETED", "RUNNING")), status
 
     # save_steps may change: it keeps the checkpoint valid (and the learning-rate schedule,
     # which max_steps would stretch); the plan is re-made
-    r = launch("resume", str(run.root), "save_steps=5", env=env)
+    r = launch("resume", str(run.root), "save_steps=4", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"attempt 2 continues from step {saved}" in r.stdout, r.stdout
     job = json.loads(run.job_json.read_text())["job_id"]
