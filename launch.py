@@ -17,23 +17,23 @@ VERBS = ("status", "logs", "cancel", "report")
 
 
 def main() -> int:
-    from launcher.nodecheck import alias
+    from launcher.node.nodecheck import alias
 
     argv = sys.argv[1:] = [alias(a) for a in sys.argv[1:]]  # preflight=true|false
     if argv and argv[0] == "resume":
-        from launcher.resume import main as resume_main
+        from launcher.submit.resume import main as resume_main
 
         return resume_main(argv[1:])
     if argv and argv[0] in VERBS:
-        from launcher.jobctl import main as jobctl_main
+        from launcher.submit.jobctl import main as jobctl_main
 
         return jobctl_main(argv)
     if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
         # Hydra's own command line: sweeps (-m), --cfg, --help, ...
-        from launcher.sweep import hydra_main
+        from launcher.submit.sweep import hydra_main
 
         return hydra_main()
-    from launcher.pipeline import main as pipeline_main
+    from launcher.submit.pipeline import main as pipeline_main
 
     return pipeline_main(argv)
 

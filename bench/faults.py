@@ -131,7 +131,7 @@ def mount_tmpfs(out: Path) -> str | None:
 def run_fault(fault: str, root: Path, cache: Path, a: argparse.Namespace) -> dict:
     from slurm_cluster import reboot, restore_node
 
-    from launcher.checkpoints import MARKER, valid_checkpoints
+    from launcher.node.checkpoints import MARKER, valid_checkpoints
 
     run_dir = root / fault
     conf = Path(os.environ["SLURM_CONF"])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from launcher.defaults import base_config
+from launcher.config.defaults import base_config
 from launcher.flops import dims_from_config, sample_flops, trainable_from_config
-from launcher.memory import estimate
+from launcher.plan.memory import estimate
 
 ROOT = Path(__file__).resolve().parent.parent
 

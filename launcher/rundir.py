@@ -36,7 +36,7 @@ class RunDir:
 
     @property
     def overrides_yaml(self) -> Path:
-        """The command line as given and the overrides Hydra applied (launcher.settings)."""
+        """The command line as given and the overrides Hydra applied (launcher.config.settings)."""
         return self.root / "overrides.yaml"
 
     @property
@@ -131,7 +131,7 @@ class RunDir:
 
     def node_steps(self, node_rank: int) -> Path:
         """One JSON line per optimizer step from the node's local rank 0: its compute time
-        (launcher.nodecheck's straggler detector reads them)."""
+        (launcher.node.nodecheck's straggler detector reads them)."""
         return self.logs_dir / f"node{node_rank}.steps.jsonl"
 
     @property
@@ -279,10 +279,10 @@ class RunDir:
         (Hydra creates one per sweep job) is replaced. `code` (launcher.snapshot: relative path
         -> bytes; default a snapshot taken now) goes to code/, what the nodes run.
         """
-        from launcher import snapshot
+        from launcher.snapshot import REPO, take
 
         if code is None:
-            code = snapshot.take(snapshot.REPO).files
+            code = take(REPO).files
         self.root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.partial-", dir=self.root.parent))
         try:

@@ -3,7 +3,7 @@
 `take(repo)` reads what the nodes import (launcher/, internvl_chat/, xtuner_cfgs/) into a
 `Snapshot`: the files, their content hash, the git commit and a hash of any uncommitted
 change to them. RunDir.materialize writes the files into RUN_DIR/code/ with the rest of the
-plan, the job script `cd`s there and puts it first on PYTHONPATH (launcher.jobscript), and
+plan, the job script `cd`s there and puts it first on PYTHONPATH (launcher.plan.jobscript), and
 plan.json's provenance records the hashes. The same idea as submitit's RsyncSnapshot and
 NeMo-Run's packagers, kept to the three folders the nodes need (about 1 MB).
 """

@@ -1,7 +1,7 @@
 """Every bad input is refused before anything is written: rc 2, the setting (and file) named.
 
 One table; each row is a command line and the names its error must contain. The rows run
-in-process through `launcher.pipeline.main` (the function launch.py calls, rc and all); a
+in-process through `launcher.submit.pipeline.main` (the function launch.py calls, rc and all); a
 handful also run through launch.py itself. After each, nothing exists under the run dir, the
 runs root or the cache dir.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import site
-from launcher.jobscript import REPO
-from launcher.pipeline import main
+from launcher.plan import site
+from launcher.plan.jobscript import REPO
+from launcher.submit.pipeline import main
 
 
 def q(path: Path | str) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import compose as composing
-from launcher.pipeline import plan_from_config
-from launcher.spec import ConfigError
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
+from launcher.submit.pipeline import plan_from_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "benchmark"
 

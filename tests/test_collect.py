@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher.collect import LogError, detect, load
-from launcher.collect.metrics import compute
 from launcher.flops import LLMS, ModelDims, Trainable, llm_flops_per_token, sample_flops
-from launcher.verdict import verdict
+from launcher.report.collect import LogError, detect, load
+from launcher.report.collect.metrics import compute
+from launcher.report.verdict import verdict
 
 FIX = Path(__file__).parent / "fixtures" / "logs"
 HF = FIX / "hf_seed000_excerpt.log"

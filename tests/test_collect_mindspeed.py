@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher.collect import LogError, detect, load
-from launcher.collect.metrics import compute
-from launcher.collect.mindspeed import parse_text
-from launcher.report import report
+from launcher.report.collect import LogError, detect, load
+from launcher.report.collect.metrics import compute
+from launcher.report.collect.mindspeed import parse_text
+from launcher.report.make import report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "logs" / "mindspeed_8b"
 LOG = FIXTURE / "train_20250106_100000.log"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from launcher.compose import compose
-from launcher.defaults import BASES, GROUPS, YAML_OWN, base_config, field_default
-from launcher.spec import JobSpec
+from launcher.config.compose import compose
+from launcher.config.defaults import BASES, GROUPS, YAML_OWN, base_config, field_default
+from launcher.config.spec import JobSpec
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIONS = [(g, p.stem) for g in BASES for p in sorted((CONF / g).glob("*.yaml"))]
@@ -28,7 +28,7 @@ def test_there_is_no_second_copy_of_the_defaults():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_each_option_starts_from_the_dataclass_defaults(group: str, option: str):
-    # a real model names its data (launcher.data_select): here the generated set
+    # a real model names its data (launcher.config.data_select): here the generated set
     cfg, problems = compose([f"{group}={option}", *(["data=synthetic"] * (group == "model"))])
     assert problems == []
     composed = OmegaConf.to_container(cfg[group], resolve=False)

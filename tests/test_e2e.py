@@ -164,7 +164,7 @@ def test_sweep_on_slurm_then_report(slurm_cluster, tmp_path: Path, cache_dir: Pa
     3 x 2) is listed with its reason and never submitted; then `report` over the sweep."""
     import time
 
-    from launcher.jobctl import run_dirs, state
+    from launcher.submit.jobctl import run_dirs, state
 
     sweep = tmp_path / "sweep"
     r = launch(

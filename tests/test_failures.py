@@ -1,10 +1,10 @@
-"""Failure classes from logs (launcher.collect.failure): one fixture per class, real line formats."""
+"""Failure classes from logs (launcher.report.collect.failure): one fixture per class, real line formats."""
 
 from pathlib import Path
 
 import pytest
 
-from launcher.collect.failure import CLASSES, classify, classify_submit_error
+from launcher.report.collect.failure import CLASSES, classify, classify_submit_error
 
 FIX = Path(__file__).parent / "fixtures" / "logs" / "failures"
 

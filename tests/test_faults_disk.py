@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.checkpoints import valid_checkpoints  # noqa: E402
+from launcher.node.checkpoints import valid_checkpoints  # noqa: E402
 
 TMPFS_MB = 30
 """A tiny-InternVL checkpoint (weights + ZeRO optimizer states) is about 13 MB: two fit."""

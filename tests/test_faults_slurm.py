@@ -26,7 +26,7 @@ from slurm_cluster import (
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.checkpoints import valid_checkpoints  # noqa: E402
+from launcher.node.checkpoints import valid_checkpoints  # noqa: E402
 from launcher.rundir import RunDir  # noqa: E402
 
 LOSS_TOL = 1e-6

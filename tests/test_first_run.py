@@ -13,11 +13,11 @@ from pathlib import Path
 import hydra.core.utils
 import pytest
 
-from launcher import compose as composing
-from launcher import site
-from launcher.jobscript import REPO
-from launcher.pipeline import plan_from_config, run
-from launcher.spec import ConfigError
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
+from launcher.plan import site
+from launcher.plan.jobscript import REPO
+from launcher.submit.pipeline import plan_from_config, run
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
-from launcher import site
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
 from launcher.flops import dims_from_config
-from launcher.pipeline import plan_from_config
-from launcher.spec import ConfigError
+from launcher.plan import site
+from launcher.submit.pipeline import plan_from_config
 
 # From the official scripts: internvl_chat/shell/internvl2.5|internvl3.0/2nd_finetune/*_full.sh
 # and internvl_chat_gpt_oss/shell/internvl3_5_qwen3/*_sft.sh:
@@ -51,7 +51,7 @@ def no_site_probe(monkeypatch):
 
 
 def plan(tmp_path: Path, *overrides: str):
-    # a real model trains on generated data only when asked to (launcher.data_select)
+    # a real model trains on generated data only when asked to (launcher.config.data_select)
     data = [] if any(o.startswith("data=") for o in overrides) else ["data=synthetic"]
     cfg, problems = composing.compose(
         [*overrides, *data, "hw=h100", "nodes=4", "dry_run=true", "check_data=false",

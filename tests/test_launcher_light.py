@@ -41,7 +41,7 @@ sys.argv = ["launch.py", "model=internvl_20b", "hw=a800", "nodes=4", "dry_run=tr
             "run_dir={tmp_path}/run"]
 import launch
 rc = launch.main()
-import launcher.jobctl, launcher.node, launcher.sweep, launcher.dispatch  # noqa: F401
+import launcher.submit.jobctl, launcher.node.task, launcher.submit.sweep, launcher.submit.dispatch  # noqa: F401
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r})
 print("HEAVY", heavy)
 sys.exit(rc)

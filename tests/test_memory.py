@@ -1,5 +1,5 @@
 """Memory pre-flight against DeepSpeed's own model-state estimators (the test may import
-deepspeed; launcher.memory must not)."""
+deepspeed; launcher.plan.memory must not)."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher.flops import LLMS, VITS, ModelDims, Trainable
-from launcher.memory import GIB, estimate, llm_activation_bytes, model_states
+from launcher.plan.memory import GIB, estimate, llm_activation_bytes, model_states
 
 ds2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
 ds3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
@@ -102,8 +102,8 @@ def test_seed000_estimate_orders_configurations():
 
 def test_launcher_modules_import_no_heavy_packages():
     code = (
-        "import sys, launcher.flops, launcher.memory, launcher.collect, launcher.collect.metrics,"
-        " launcher.verdict, launcher.report;"
+        "import sys, launcher.flops, launcher.plan.memory, launcher.report.collect, launcher.report.collect.metrics,"
+        " launcher.report.verdict, launcher.report.make;"
         " bad = {'torch', 'deepspeed', 'transformers', 'matplotlib'} & set(sys.modules);"
         " sys.exit(','.join(sorted(bad)) or 0)"
     )
@@ -112,12 +112,12 @@ def test_launcher_modules_import_no_heavy_packages():
     assert r.returncode == 0, r.stderr or r.stdout
 
 
-# --- activations follow the data's real lengths (launcher.lengths) -------------------------
+# --- activations follow the data's real lengths (launcher.plan.lengths) -------------------------
 
 
 def _spec(tmp_path, *overrides):
-    from launcher import compose
-    from launcher.spec import to_spec
+    from launcher.config import compose
+    from launcher.config.spec import to_spec
 
     cfg, problems = compose.compose([*overrides, "dry_run=true", f"run_dir={tmp_path / 'run'}"])
     assert not problems
@@ -128,7 +128,8 @@ def test_seed001_recipe_fits_8x_a100_80g(tmp_path):
     """XTuner's own recipe (seed 001): 8 x A100-80G, batch 32 per device, LLM and ViT frozen,
     ZeRO-2, runs. Padded to max_length it would not (~123 GiB); at the data's real lengths
     (576 image + short caption tokens) it does, and the plan says which bound it used."""
-    from launcher.check import check, memory_estimate, memory_problem
+    from launcher.plan.check import check
+    from launcher.plan.preflight import memory_estimate, memory_problem
 
     spec = _spec(tmp_path, "model=llava_internlm2_20b", "hw=a100", "nodes=1")
     derived = check(spec).derived
@@ -145,8 +146,8 @@ def test_seed001_recipe_fits_8x_a100_80g(tmp_path):
 
 
 def test_the_seed001_command_plans_without_a_memory_warning(tmp_path):
-    from launcher import compose
-    from launcher.pipeline import plan_from_config
+    from launcher.config import compose
+    from launcher.submit.pipeline import plan_from_config
 
     cfg, problems = compose.compose(
         [
@@ -164,7 +165,7 @@ def test_the_seed001_command_plans_without_a_memory_warning(tmp_path):
 
 
 def test_lengths_are_scanned_where_the_data_is_readable(tmp_path):
-    from launcher.lengths import TURN_TOKENS, sample_tokens
+    from launcher.plan.lengths import TURN_TOKENS, sample_tokens
 
     rows = [
         {"id": 1, "image": "a.png", "conversations": [

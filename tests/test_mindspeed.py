@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from test_plan import files_without_provenance
 
-from launcher import compose as composing
-from launcher import site
-from launcher.jobscript import REPO
-from launcher.pipeline import plan_from_config
-from launcher.spec import ConfigError
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
+from launcher.plan import site
+from launcher.plan.jobscript import REPO
+from launcher.submit.pipeline import plan_from_config
 
 EXPECTED = Path(__file__).parent / "expected" / "mindspeed"
 PYTHON = "/opt/ms env/bin/python"

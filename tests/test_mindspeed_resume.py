@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from test_mindspeed_slurm import FAKES, make_inputs
 
-from launcher.node import Rendezvous, free_port, run_node
-from launcher.pipeline import run
+from launcher.node.task import Rendezvous, free_port, run_node
+from launcher.submit.pipeline import run
 
 
 @pytest.mark.slow
 def test_a_rerun_resumes_from_the_last_checkpoint(tmp_path: Path, monkeypatch):
-    from launcher import compose
+    from launcher.config import compose
 
     hf, root, meta = make_inputs(tmp_path)
     run_dir = tmp_path / "run"

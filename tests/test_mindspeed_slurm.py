@@ -27,7 +27,7 @@ def launch(*args: str, env: dict[str, str], timeout: int = 600):
 
 def ascend_env(env: dict[str, str]) -> dict[str, str]:
     """`env` with the torch_npu stand-in importable: a real Ascend submit refuses a nodes'
-    python without torch_npu (launcher.site's interpreter probe)."""
+    python without torch_npu (launcher.plan.site's interpreter probe)."""
     return {
         **env,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKES / "python"), env.get("PYTHONPATH")])),

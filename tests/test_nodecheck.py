@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
-from launcher import nodecheck
-from launcher.pipeline import plan_from_config
+from launcher.config import compose as composing
+from launcher.node import nodecheck
 from launcher.rundir import RunDir
+from launcher.submit.pipeline import plan_from_config
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_HW = {"name": "cpu", "accelerator": "cpu", "devices_per_node": 1, "memory_gb": 8,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
+from launcher.config import compose as composing
 from launcher.engines.internvl import OFFICIAL_DATA_ARGS, OFFICIAL_MODEL_ARGS, TRAINING_ARGS
-from launcher.pipeline import plan_from_config
+from launcher.submit.pipeline import plan_from_config
 
 # Names straight from shared/specs/internvl_finetune.md section 2 (and 1.3 for the HF flags).
 SPEC_PIN_ONLY = {"use_custom_trainer", "neftune_alpha"}
@@ -194,7 +194,7 @@ def test_gpu_hardware_gets_no_edits(tmp_path: Path):
 
 
 def test_missing_env_names_the_command_that_builds_it(tmp_path: Path):
-    from launcher.pipeline import main
+    from launcher.submit.pipeline import main
 
     overrides = tiny_official(tmp_path, "pin", f"+engine_args.official_env={tmp_path}/no-env")
     with contextlib.redirect_stderr(io.StringIO()) as err:

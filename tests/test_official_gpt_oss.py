@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
+from launcher.config import compose as composing
 from launcher.engines.internvl import TRAINING_ARGS
 from launcher.engines.official import trees
-from launcher.pipeline import main, plan_from_config
+from launcher.submit.pipeline import main, plan_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO.parent / "shared" / "upstream"

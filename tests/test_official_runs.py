@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose
-from launcher.checkpoints import newest_hf_checkpoint
-from launcher.node import Rendezvous, free_port, run_node
-from launcher.pipeline import run
+from launcher.config import compose
+from launcher.node.checkpoints import newest_hf_checkpoint
+from launcher.node.task import Rendezvous, free_port, run_node
 from launcher.rundir import RunDir
+from launcher.submit.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO.parent / "shared" / "upstream"
@@ -48,7 +48,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def _kill_after_checkpoint(output: Path, step: int, deadline: float) -> None:
-    from launcher.requeue import CHILD
+    from launcher.node.requeue import CHILD
 
     while time.monotonic() < deadline:
         found = newest_hf_checkpoint(output)

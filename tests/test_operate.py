@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.progress import follow, live, progress_lines, runs_table, watch
 from launcher.rundir import RunDir
+from launcher.submit.progress import follow, live, progress_lines, runs_table, watch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,7 @@ def test_resume_refuses_runs_that_are_planned_running_or_done(tmp_path: Path):
 
 
 def test_resume_sets_the_ended_attempt_aside_and_replans_allowed_changes(tmp_path: Path):
-    from launcher.resume import commit, describe, prepare
+    from launcher.submit.resume import commit, describe, prepare
 
     run = planned(tmp_path, "cluster.max_requeues=1")
     ended(run, status="stopped")
@@ -249,8 +249,8 @@ def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, 
     iteration once in metrics.jsonl, as attempt 2."""
     from test_mindspeed_slurm import FAKES, ascend_env, make_inputs
 
-    from launcher.checkpoints import last_step
-    from launcher.node import Rendezvous, free_port, run_node
+    from launcher.node.checkpoints import last_step
+    from launcher.node.task import Rendezvous, free_port, run_node
 
     hf, root, meta = make_inputs(tmp_path)
     run = planned(tmp_path, "model=internvl2_8b", "model.engine=mindspeed", f"model.path={hf}",
@@ -293,7 +293,7 @@ def test_resume_names_each_engines_checkpoint_and_argument(
     """The official script and XTuner resume from the checkpoint `resume` names, through the
     argument the node's resume_argv gives them (test_reliability: what that renders)."""
     from launcher.engines import get_engine
-    from launcher.resume import commit, describe, prepare
+    from launcher.submit.resume import commit, describe, prepare
 
     extra = (f"model.internvl_root={tmp_path}",) if engine == "internvl_official" else ()
     run = planned(tmp_path, *settings, *extra)

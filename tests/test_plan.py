@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
-from launcher import site
-from launcher.jobscript import REPO
-from launcher.pipeline import plan_from_config, run
-from launcher.plan import Plan
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
+from launcher.contract import Plan
+from launcher.plan import site
+from launcher.plan.jobscript import REPO
 from launcher.rundir import RunDir
-from launcher.spec import ConfigError
+from launcher.submit.pipeline import plan_from_config, run
 
 EXPECTED = Path(__file__).parent / "expected" / "plan"
 PYTHON = "/opt/vlm env/bin/python"

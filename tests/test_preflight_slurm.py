@@ -213,7 +213,7 @@ def test_a_running_job_requeues_itself_without_a_node(slurm_cluster, tmp_path: P
     and cluster.exclude_failed_nodes do): Slurm refuses ExcNodeList on a running job, so the
     job is held, excluded and released; it is pending again with ExcNodeList=node2."""
     env = slurm_cluster.env
-    call = "import os; from launcher.node_gate import requeue_excluding as r; "
+    call = "import os; from launcher.node.gate import requeue_excluding as r; "
     call += "print('error:', r(os.environ['SLURM_JOB_ID'], 'node2'))"
     script = tmp_path / "job.sh"
     script.write_text(

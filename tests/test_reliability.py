@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher.checkpoints import (
+from launcher.node.checkpoints import (
     invalid_checkpoints,
     last_valid_step,
     newest_hf_checkpoint,
     newest_xtuner_checkpoint,
 )
-from launcher.requeue import after_srun, requeue_kind, saved_for_requeue
+from launcher.node.requeue import after_srun, requeue_kind, saved_for_requeue
 from launcher.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -252,8 +252,8 @@ def test_each_attempt_is_judged_by_its_own_lines_of_the_appended_logs(tmp_path: 
     node failure); attempt 2 ended with an error of its own: the teardown must not requeue it
     again as attempt 1's node failure, and the next attempt's start books Slurm's own requeue
     of attempt 1 with the cause that attempt's lines give, naming node2."""
-    from launcher.attempt import diagnose
-    from launcher.requeue import new_attempt
+    from launcher.node.attempt import diagnose
+    from launcher.node.requeue import new_attempt
 
     run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2")
     run.submitit_dir.mkdir()
@@ -291,7 +291,7 @@ def test_slurms_own_requeue_after_a_node_failure_obeys_the_runs_settings(
     script's check before srun books that requeue with its cause and, where the run asked for
     no requeue on node failure (or has used up max_requeues), stops there: summary.json says
     node_failure on node2 and why, and no node starts; node 0 then books nothing twice."""
-    from launcher.requeue import before_srun, new_attempt
+    from launcher.node.requeue import before_srun, new_attempt
 
     run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2", *overrides)
     run.submitit_dir.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.report import report
+from launcher.report.make import report
 
 FIX = Path(__file__).parent / "fixtures" / "logs"
 EXPECTED = Path(__file__).parent / "expected" / "report"

@@ -18,7 +18,7 @@ from slurm_cluster import wait_until_gone
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from launcher.checkpoints import last_valid_step  # noqa: E402
+from launcher.node.checkpoints import last_valid_step  # noqa: E402
 from launcher.rundir import RunDir  # noqa: E402
 
 LOSS_TOL = 1e-6

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
-from launcher.node import Rendezvous, run_node
-from launcher.pipeline import plan_from_config
+from launcher.config import compose as composing
+from launcher.node.task import Rendezvous, run_node
 from launcher.rundir import RunDir
+from launcher.submit.pipeline import plan_from_config
 
 EXPECTED = Path(__file__).parent / "expected" / "run_dir"
 

@@ -1,8 +1,8 @@
-"""launcher.settings: sweep point names and the settings that differ between runs."""
+"""launcher.config.settings: sweep point names and the settings that differ between runs."""
 
 from __future__ import annotations
 
-from launcher.settings import differing, label, point_name, short, varying_keys
+from launcher.config.settings import differing, label, point_name, short, varying_keys
 
 
 def test_point_names_say_what_differs():

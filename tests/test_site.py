@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_plan import make_plan
 
-from launcher import compose as composing
-from launcher import site
-from launcher.pipeline import plan_from_config
-from launcher.spec import ConfigError
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
+from launcher.plan import site
+from launcher.submit.pipeline import plan_from_config
 
 
 @pytest.mark.parametrize(

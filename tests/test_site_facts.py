@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_plan import make_plan
 
-from launcher.partition import Partition, Unknown, compare, read_partition, time_line
-from launcher.spec import ConfigError
+from launcher.config.spec import ConfigError
+from launcher.plan.partition import Partition, Unknown, compare, read_partition, time_line
 
 # `sinfo -h -o SINFO_FORMAT` on a GPU site: one line per node state, so a partition repeats.
 SINFO = """\

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_snapshot_hashes_content_and_states_the_git_revision(tmp_path: Path):
     snap = snapshot.take(REPO)
     assert {p.split("/")[0] for p in snap.files} == set(snapshot.CODE_DIRS)
-    assert "launcher/node.py" in snap.files and not any("__pycache__" in p for p in snap.files)
+    assert "launcher/node/task.py" in snap.files and not any("__pycache__" in p for p in snap.files)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                           text=True).stdout.strip()  # fmt: skip
     assert snap.git_commit == head
@@ -29,7 +29,9 @@ def test_snapshot_hashes_content_and_states_the_git_revision(tmp_path: Path):
     for top in snapshot.CODE_DIRS:
         shutil.copytree(REPO / top, copy / top, ignore=shutil.ignore_patterns("__pycache__"))
     assert snapshot.take(copy).sha256 == snap.sha256 and snapshot.take(copy).git_commit is None
-    (copy / "launcher" / "node.py").write_text((REPO / "launcher" / "node.py").read_text() + "#")
+    (copy / "launcher" / "node" / "task.py").write_text(
+        (REPO / "launcher" / "node" / "task.py").read_text() + "#"
+    )
     assert snapshot.take(copy).sha256 != snap.sha256
 
 
@@ -51,7 +53,7 @@ def test_an_edit_after_submit_does_not_reach_the_queued_job(slurm_cluster, tmp_p
     job_id = json.loads((run_dir / "job.json").read_text())["job_id"]
     # while it waits in the queue, the checkout is edited (a pull, a colleague's change):
     # the trainer and the node task of the checkout now fail at once
-    for module in ("internvl_chat/train/__init__.py", "launcher/node.py"):
+    for module in ("internvl_chat/train/__init__.py", "launcher/node/task.py"):
         (checkout / module).write_text("raise SystemExit('the edited checkout ran')\n")
     slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     wait_until_gone(job_id, slurm_cluster.env, timeout_s=600)
@@ -60,8 +62,8 @@ def test_an_edit_after_submit_does_not_reach_the_queued_job(slurm_cluster, tmp_p
     assert summary["status"] == "completed", logs[-3000:]
     assert "the edited checkout ran" not in logs
     code = run_dir / "code"
-    assert (code / "launcher" / "node.py").read_text() == (
-        REPO / "launcher" / "node.py"
+    assert (code / "launcher" / "node" / "task.py").read_text() == (
+        REPO / "launcher" / "node" / "task.py"
     ).read_text()
     recorded = json.loads((run_dir / "plan.json").read_text())["provenance"]
     assert recorded["code_sha256"] == snapshot.take(code).sha256 == snapshot.take(REPO).sha256

@@ -1,4 +1,4 @@
-"""A sweep over plain settings skips Hydra's per-point compose (launcher.sweep.fast_sweep)
+"""A sweep over plain settings skips Hydra's per-point compose (launcher.submit.sweep.fast_sweep)
 and writes what Hydra's BasicSweeper path writes: the same sweep.jsonl rows and run dirs."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def _sweep(tmp: Path, name: str, hydra: bool) -> tuple[Path, str]:
     out = tmp / name
     argv = ["launch.py", *ARGS, f"cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={out}"]
     code = (
-        f"import sys; sys.argv = {argv!r}; from launcher.sweep import _task; _task()"
+        f"import sys; sys.argv = {argv!r}; from launcher.submit.sweep import _task; _task()"
         if hydra
-        else f"import sys; sys.argv = {argv!r}; from launcher.sweep import hydra_main; "
+        else f"import sys; sys.argv = {argv!r}; from launcher.submit.sweep import hydra_main; "
         "sys.exit(hydra_main())"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
@@ -28,7 +28,7 @@ def _sweep(tmp: Path, name: str, hydra: bool) -> tuple[Path, str]:
 
 
 def test_fast_sweep_writes_what_hydra_writes(tmp_path, monkeypatch):
-    from launcher.sweep import fast_sweep
+    from launcher.submit.sweep import fast_sweep
 
     assert not fast_sweep(["-m", "model=tiny_internvl,internvl2_1b"])  # a swept group
     assert not fast_sweep(["lr=1e-4"])  # not a multirun
@@ -54,6 +54,6 @@ def test_fast_sweep_writes_what_hydra_writes(tmp_path, monkeypatch):
     assert rec["argv"][1:3] == ["-m", "hw=cpu"] and rec["command"].startswith("python launch.py -m")
     assert rec["overrides"][:4] == ["hw=cpu", "nodes=1", "lr=0.0001", "max_steps=9"]
     assert rec["sweep_differs"] == ["lr=0.0001", "max_steps=9"]
-    from launcher.settings import point_settings
+    from launcher.config.settings import point_settings
 
     assert point_settings(fast / points[1]) == " point: lr=0.0001 max_steps=9"

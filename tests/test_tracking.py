@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
-from launcher import tracking_node
-from launcher.pipeline import plan_from_config
-from launcher.spec import ConfigError
+from launcher.config import compose as composing
+from launcher.config.spec import ConfigError
+from launcher.node import tracking as tracking_node
+from launcher.submit.pipeline import plan_from_config
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER_PY = REPO / ".venv-launcher" / "bin" / "python"  # no wandb, no mlflow there
@@ -274,7 +274,7 @@ def test_official_engine_logs_through_hf_callbacks(tmp_path, monkeypatch):
 
 def _node_side_run(tmp_path: Path, plan):
     """The run dir as node 0 sees it (config.yaml written) and a node log."""
-    from launcher.node import Tee
+    from launcher.node.task import Tee
     from launcher.rundir import RunDir
 
     run = RunDir(tmp_path / "run")

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compose as composing
-from launcher.engines.base import Outcome
+from launcher.config import compose as composing
+from launcher.contract import Outcome
 from launcher.engines.xtuner import judge, render_xtuner_config, vis_to_metrics, warmup_iters
-from launcher.jobscript import REPO
-from launcher.pipeline import plan_from_config
+from launcher.plan.jobscript import REPO
+from launcher.submit.pipeline import plan_from_config
 
 EXPECTED = Path(__file__).parent / "expected" / "xtuner"
 XTUNER_ENV = REPO / ".venv-xtuner"
@@ -167,7 +167,7 @@ def test_warmup_is_never_zero_and_leaves_the_cosine_phase(iters, ratio, warm):
 
 def test_vis_data_to_metrics_jsonl():
     # Real vis_data lines of a 2-process CPU run (ZeRO-2, per-device batch 2).
-    from launcher.collect import xtuner as vis
+    from launcher.report.collect import xtuner as vis
 
     rows = vis.parse(EXPECTED / "vis_data_2proc.json").records
     out = vis_to_metrics(rows, world_size=2, per_device_batch=2, accumulation=1)

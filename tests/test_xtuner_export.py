@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.jobscript import REPO
+from launcher.plan.jobscript import REPO
 from tests.test_xtuner import (
     TINY_PARAMS,
     XPY,

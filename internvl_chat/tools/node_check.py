@@ -2,7 +2,7 @@
 
     torchrun --nnodes=N --node_rank=R --nproc_per_node=D ... -m internvl_chat.tools.node_check RUN_DIR
 
-(launcher.nodecheck plans the argv, launcher.node_gate runs it on every node and judges the
+(launcher.node.nodecheck plans the argv, launcher.node.gate runs it on every node and judges the
 figures). Every rank measures its device: a matmul throughput test (bf16 on GPUs/NPUs, fp32
 on CPU) for `seconds`; the devices and their free memory (nvidia-smi / npu-smi where present,
 CPU count and memory on CPU) on local rank 0; then every rank joins an all-reduce over all

@@ -1,6 +1,6 @@
-"""Per-node step compute time for the straggler detector (launcher.nodecheck.stragglers).
+"""Per-node step compute time for the straggler detector (launcher.node.nodecheck.stragglers).
 
-launcher.node sets VLM_STEP_TIMES (RUN_DIR/logs/node{R}.steps.jsonl) and VLM_NODE_NAME; local
+launcher.node.task sets VLM_STEP_TIMES (RUN_DIR/logs/node{R}.steps.jsonl) and VLM_NODE_NAME; local
 rank 0 of each node then appends `{"step", "node", "compute_s"}` per optimizer step, where
 compute_s is the forward time of its micro-batches. Forward only: backward's gradient
 all-reduce makes every node wait for the slowest, which would hide who is slow.

@@ -3,44 +3,16 @@
 An engine knows *how processes start* (torchrun + our trainer, torchrun + the official
 InternVL script, `xtuner train`); it does not know where they run. Argv and env strings may
 hold the placeholders `{master_addr}` and `{master_port}`, filled in on the node once the
-rendezvous is known (launcher.node).
+rendezvous is known (launcher.node.task).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from launcher.derive import Derived
+from launcher.config.spec import JobSpec, Problem
+from launcher.contract import Derived, NodeLaunch, Outcome, PrepareStep
 from launcher.rundir import RunDir
-from launcher.spec import JobSpec, Problem
-
-MASTER_ADDR = "{master_addr}"
-MASTER_PORT = "{master_port}"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLaunch:
-    """The command one node runs: an argument list and the environment it adds."""
-
-    node_rank: int
-    argv: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class PrepareStep:
-    """A command run once, on node 0, before training; skipped when `creates` exists."""
-
-    argv: tuple[str, ...]
-    creates: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    reason: str
 
 
 class Engine(Protocol):

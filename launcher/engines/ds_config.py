@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from launcher.derive import Derived
-from launcher.spec import JobSpec
+from launcher.config.spec import JobSpec
+from launcher.contract import Derived
 
 
 def zero_section(spec: JobSpec) -> dict[str, Any]:

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from internvl_chat.prompts import system_message
-from launcher import tracking
-from launcher.derive import Derived
+from launcher.config import tracking
+from launcher.config.generations import generation_args
+from launcher.config.spec import DatasetEntry, JobSpec, Problem
+from launcher.contract import Derived, NodeLaunch, Outcome, PrepareStep
 from launcher.engines import ds_config
-from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
 from launcher.engines.official import trees
 from launcher.engines.torchrun import torchrun
-from launcher.generations import generation_args
 from launcher.rundir import RunDir
-from launcher.spec import DatasetEntry, JobSpec, Problem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,10 +67,10 @@ def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
     d = spec.data
     if d.meta_file:
         path = Path(d.meta_file)
-        from launcher.datafacts import load_meta
+        from launcher.config.datafacts import load_meta
 
         meta = load_meta(str(path))[0] if path.exists() else None
-        if meta is None:  # not here, or unreadable (launcher.datafacts reports it)
+        if meta is None:  # not here, or unreadable (launcher.config.datafacts reports it)
             return None
         # the copy lives in the run dir: relative paths keep meaning what they meant
         for entry in meta.values():
@@ -294,7 +293,7 @@ class InternVLEngine:
         (`resume_from_checkpoint`, in a copy of the arguments: the script reads one JSON)."""
         if not self.official:
             return argv, None
-        from launcher.checkpoints import newest_hf_checkpoint
+        from launcher.node.checkpoints import newest_hf_checkpoint
 
         newest = newest_hf_checkpoint(run.output_dir)
         if newest is None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from launcher.derive import Derived
-from launcher.engines.base import MASTER_ADDR, MASTER_PORT
+from launcher.contract import MASTER_ADDR, MASTER_PORT, Derived
 from launcher.rundir import RunDir
 
 

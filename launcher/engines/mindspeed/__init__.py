@@ -22,17 +22,24 @@ import json
 import time
 from pathlib import Path
 
-from launcher.derive import Derived
-from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
+from launcher.config import datafacts
+from launcher.config.spec import JobSpec, Problem
+from launcher.contract import (
+    MASTER_ADDR,
+    MASTER_PORT,
+    Derived,
+    NodeLaunch,
+    Outcome,
+    Plan,
+    PrepareStep,
+)
 from launcher.engines.mindspeed import recipes, render
 from launcher.engines.mindspeed.convert_sh import convert_sh
 from launcher.engines.mindspeed.data_json import data_json, dataset_paths
 from launcher.engines.mindspeed.model_json import model_json
 from launcher.engines.mindspeed.split import Split
 from launcher.engines.torchrun import torchrun
-from launcher.plan import Plan
 from launcher.rundir import RunDir
-from launcher.spec import JobSpec, Problem
 
 ENTRY = "pretrain_internvl.py"
 OTHER_NODES_WAIT_S = 300
@@ -95,7 +102,8 @@ class MindSpeedEngine:
                 )
         if not d.generate and not (d.datasets or d.meta_file):
             out.append(Problem("data", "no dataset: set data.datasets or data.meta_file"))
-        if render.train_iters(spec, derived) is None:
+        samples = datafacts.total_samples(datafacts.datasets(spec))
+        if render.count_iters(spec, derived, samples) is None:
             out.append(
                 Problem(
                     "max_steps",
@@ -194,7 +202,7 @@ class MindSpeedEngine:
 
     # on the node ---------------------------------------------------------------------
     def _records(self, run: RunDir):
-        from launcher.collect.mindspeed import parse_run_logs
+        from launcher.report.collect.mindspeed import parse_run_logs
 
         nodes = Plan.load(run.root).derived.nodes
         # the iteration lines are on the last node: wait (bounded) until it has finished

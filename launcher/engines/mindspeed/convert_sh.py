@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import shlex
 
+from launcher.config.spec import JobSpec
 from launcher.engines.mindspeed import split as splits
 from launcher.engines.mindspeed.render import SPLIT_STAMP, mm_dir, split_record
 from launcher.rundir import RunDir
-from launcher.spec import JobSpec
 
 
 def convert_sh(spec: JobSpec, split: splits.Split, run: RunDir) -> str:

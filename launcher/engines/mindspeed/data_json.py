@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from launcher.spec import JobSpec
+from launcher.config.spec import JobSpec
 
 NORMALIZE = {
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),

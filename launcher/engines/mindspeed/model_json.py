@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from launcher.config.spec import JobSpec
 from launcher.engines.mindspeed import split as splits
-from launcher.spec import JobSpec
 
 
 def _vision_encoder(spec: JobSpec) -> dict[str, Any]:

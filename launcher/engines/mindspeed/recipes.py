@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from launcher.config.spec import JobSpec
 from launcher.engines.mindspeed import split as splits
-from launcher.spec import JobSpec
 
 
 @dataclass(frozen=True, slots=True)

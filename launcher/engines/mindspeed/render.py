@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from launcher.derive import Derived
+from launcher.config.spec import JobSpec
+from launcher.contract import Derived
 from launcher.engines.mindspeed import recipes
 from launcher.engines.mindspeed import split as splits
 from launcher.rundir import RunDir
-from launcher.spec import JobSpec
 
 SPLIT_STAMP = "vlm_launch_split.json"
 """Written by convert.sh into the converted folder: the split those weights were cut with."""
@@ -99,13 +99,20 @@ def split_record(spec: JobSpec, split: splits.Split) -> dict[str, Any]:
 # --- pretrain_internvl.py arguments ---------------------------------------------------------
 
 
-def train_iters(spec: JobSpec, derived: Derived) -> int | None:
-    """The plan's optimizer steps (launcher.steps): max_steps, else epochs x samples / global batch
-    when the samples can be counted here (meta `length` or the annotation's lines)."""
-    from launcher import datafacts, steps
+def count_iters(spec: JobSpec, derived: Derived, samples: int | None) -> int | None:
+    """Megatron's count: max_steps, else epochs x samples // global batch (at least 1); None
+    when the samples are not known on the login node."""
+    if spec.max_steps is not None:
+        return spec.max_steps
+    if samples is None or spec.epochs <= 0:
+        return None
+    return max(1, int(samples * spec.epochs) // derived.global_batch_size)
 
-    samples = datafacts.total_samples(datafacts.datasets(spec))
-    return steps.optimizer_steps(spec, derived, samples)
+
+def train_iters(spec: JobSpec, derived: Derived) -> int | None:
+    """The plan's optimizer steps, as the check stage counted them (launcher.plan.steps:
+    max_steps, else epochs x samples / global batch when the samples can be counted)."""
+    return derived.optimizer_steps
 
 
 def pretrain_args(spec: JobSpec, derived: Derived, run: RunDir, split: splits.Split) -> list[str]:

@@ -23,13 +23,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from launcher.derive import Derived
-from launcher.engines.base import NodeLaunch, Outcome, PrepareStep
+from launcher.config.spec import JobSpec, Problem
+from launcher.contract import Derived, NodeLaunch, Outcome, PrepareStep
 from launcher.engines.internvl import InternVLEngine, _dump
 from launcher.engines.official import edits as editing
 from launcher.engines.official import trees
 from launcher.rundir import RunDir
-from launcher.spec import JobSpec, Problem
 
 ENGINE_ARGS = {
     "official_env": "the official trainer's env on the nodes (default: the tree's, "

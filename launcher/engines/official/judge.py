@@ -1,7 +1,7 @@
 """On node 0 after the official script exits: metrics.jsonl from its log, then the verdict.
 
 The HF Trainer prints one `{'loss': ..}` dict per logged step and `{'train_runtime': ..}` at
-the end (launcher.collect.hf_trainer reads both). Its dicts go to stdout and its progress bar
+the end (launcher.report.collect.hf_trainer reads both). Its dicts go to stdout and its progress bar
 to stderr, so in the node log a dict can land before or after its step's bar: the step of
 each dict comes from the Trainer's own `log_history` (trainer_state.json, saved at the end and
 in every checkpoint), the step time from the bar with that step's number. metrics.jsonl gets
@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from launcher.collect.hf_trainer import RENAME, parse
-from launcher.collect.records import LogError
-from launcher.engines.base import Outcome
+from launcher.contract import Outcome
+from launcher.report.collect.hf_trainer import RENAME, parse
+from launcher.report.collect.records import LogError
 from launcher.rundir import RunDir
 
 ABORT = "terminate called without an active exception"
@@ -87,7 +87,7 @@ def final_model_saved(output_dir: Path) -> bool:
 
 
 def judge(run: RunDir, returncode: int) -> Outcome:
-    from launcher.plan import Plan
+    from launcher.contract import Plan
 
     log = run.node_log(0)
     summary = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher.spec import JobSpec, ModelSpec, Problem
+from launcher.config.spec import JobSpec, ModelSpec, Problem
 
 CHAT = "internvl_chat"
 GPT_OSS = "internvl_chat_gpt_oss"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from launcher import tracking
-from launcher.derive import Derived
+from launcher.config import tracking
+from launcher.config.spec import JobSpec, Problem
+from launcher.contract import MASTER_ADDR, MASTER_PORT, Derived, NodeLaunch, Outcome, PrepareStep
 from launcher.engines import ds_config
-from launcher.engines.base import MASTER_ADDR, MASTER_PORT, NodeLaunch, Outcome, PrepareStep
 from launcher.engines.xtuner import finalize as finalizing
 from launcher.engines.xtuner.render import (
     BASES,
@@ -30,7 +30,6 @@ from launcher.engines.xtuner.render import (
     render_xtuner_config,
 )
 from launcher.rundir import RunDir
-from launcher.spec import JobSpec, Problem
 
 
 class XTunerEngine:
@@ -156,7 +155,7 @@ class XTunerEngine:
     # on the node ---------------------------------------------------------------------
     def resume_argv(self, run: RunDir, argv: list[str]) -> tuple[list[str], str | None]:
         """A requeued attempt resumes from the newest iter_*.pth (render_resume_config)."""
-        from launcher.checkpoints import newest_xtuner_checkpoint
+        from launcher.node.checkpoints import newest_xtuner_checkpoint
 
         newest = newest_xtuner_checkpoint(run.output_dir)
         if newest is None:

@@ -14,9 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from launcher.engines.base import Outcome
+from launcher.contract import Outcome, Plan
 from launcher.engines.xtuner.render import CFG_DIR, rendered_recipe
-from launcher.plan import Plan
 from launcher.rundir import RunDir
 
 
@@ -119,7 +118,7 @@ def convert_argv(
 
 def evidence(run: RunDir):
     """(node 0 log text, vis_data records or None, the last checkpoint or None)."""
-    from launcher.collect import xtuner as vis
+    from launcher.report.collect import xtuner as vis
 
     log = run.node_log(0)
     log_text = log.read_text(errors="replace") if log.exists() else ""

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launcher.derive import Derived
-from launcher.spec import JobSpec
+from launcher.config.spec import JobSpec
+from launcher.contract import Derived
 
 REPO = Path(__file__).resolve().parents[3]
 CFG_DIR = REPO / "xtuner_cfgs"

@@ -1,0 +1,5 @@
+import sys
+
+from launcher.node.task import main
+
+sys.exit(main())

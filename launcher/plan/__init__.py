@@ -1,0 +1,1 @@
+"""Login side: check a spec against its rules and the site, then render the job (pure)."""

@@ -1,0 +1,400 @@
+"""python launch.py report PATH... [--gpus N --seq-len L --global-batch-size B --peak-tflops T]
+
+PATH is a run dir (plan.json), a sweep dir (run dirs as subfolders) or a folder / file holding
+only a raw training log (HF-Trainer stdout or XTuner vis_data); for a raw log the flags say
+what the log cannot (for a run dir they override plan.json / config.yaml). Writes report.md,
+metrics.csv and PNG plots (loss.png, tgs.png, mfu.png) into the one PATH given (the common
+parent of several), and adds the metrics to each ended run's summary.json (atomically, keeping
+existing keys).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.contract import Plan
+from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
+from launcher.report.collect import LogError, load
+from launcher.report.collect.metrics import Metrics, compute
+from launcher.report.compare import label_rows, markdown, run_settings
+from launcher.report.sections import report_section
+from launcher.report.verdict import Verdict, verdict
+from launcher.rundir import RunDir
+
+
+@dataclass(slots=True)
+class Row:
+    name: str
+    path: Path
+    kind: str = "-"
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    world_size: int | None = None
+    per_device_batch: int | None = None
+    accum: int | None = None
+    global_batch: int | None = None
+    zero_stage: int | None = None
+    hw: str | None = None
+    metrics: Metrics | None = None
+    verdict: Verdict = field(default_factory=lambda: Verdict(None, "no log"))
+    records: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # launcher.report.compare
+    label: str = ""  # the settings that differ from the other runs reported with it
+
+    @property
+    def config_label(self) -> str:
+        return f"{self.name}: {self.label}" if self.label else self.name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Overrides:
+    gpus: int | None = None
+    seq_len: int | None = None
+    global_batch_size: int | None = None
+    peak_tflops: float | None = None
+
+
+def discover(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """(kind, path) per run: kind "run" for a run dir, "log" for a raw log. Raises ValueError
+    naming every path that does not exist."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise ValueError("no such file or folder: " + ", ".join(missing))
+    out: list[tuple[str, Path]] = []
+    for p in map(Path, paths):
+        runs = RunDir.under(p) if p.is_dir() else []
+        # keep the path as given (relative stays relative): report.md shows it
+        out += [("run", p if r.root == p.absolute() else p / r.root.name) for r in runs] or [
+            ("log", p)
+        ]
+    return out
+
+
+def _load_config(run: RunDir) -> dict[str, Any]:
+    if not run.config_yaml.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(run.config_yaml.read_text()) or {}
+
+
+def analyse(kind: str, path: Path, ov: Overrides) -> Row:
+    """One table row: the run's shape (plan.json or flags), its log's metrics and verdict."""
+    row = Row(name=path.name if path.is_dir() else path.stem, path=path)
+    cfg: dict[str, Any] = {}
+    infeasible = False
+    seq_len = ov.seq_len
+    row.world_size, row.global_batch = ov.gpus, ov.global_batch_size
+    if kind == "run":
+        run = RunDir(path)
+        plan, cfg = Plan.load(run.root), _load_config(run)
+        d = plan.derived
+        row.nodes, row.gpus_per_node = d.nodes, d.gpus_per_node
+        row.world_size = ov.gpus or d.world_size
+        row.per_device_batch = d.per_device_batch_size
+        row.accum = d.gradient_accumulation_steps
+        row.global_batch = ov.global_batch_size or d.global_batch_size
+        row.zero_stage, row.hw = plan.zero_stage, plan.hw
+        seq_len = ov.seq_len or plan.seq_len
+        row.settings = run_settings(cfg, row)
+        ended = run.summary() or {}
+        if str(ended.get("action", "")).startswith("point infeasible"):
+            # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
+            infeasible = True
+            row.notes.append(f"infeasible, not retried: {ended.get('reason')}")
+    peak = ov.peak_tflops or (cfg.get("hw") or {}).get("peak_tflops")
+    target = (cfg.get("benchmark") or {}).get("target") or {}
+    model = cfg.get("model") or {}
+    dims = None
+    if model:
+        try:
+            dims = dims_from_config(model)
+        except ValueError as e:
+            row.notes.append(f"no MFU: {e}")
+    elif kind == "log":
+        row.notes.append("no MFU: a bare log does not say the model's dims")
+    try:
+        log = load(path)
+    except LogError as e:
+        row.notes.append(str(e).replace("\n", " "))
+        return row
+    row.kind, row.records = log.kind, log.records
+    row.notes += log.warnings
+    row.metrics = compute(
+        log.records,
+        gpus=row.world_size,
+        seq_len=seq_len,
+        global_batch_size=row.global_batch,
+        summary=log.summary,
+        dims=dims,
+        trainable=trainable_from_config(model) if model else ALL_TRAINABLE,
+        peak_tflops=peak,
+        min_steps=int(target.get("tgs_window_steps", 15)),
+    )
+    row.notes += row.metrics.notes
+    row.verdict = verdict(target, log.records, hw=row.hw, train_hours=row.metrics.train_hours)
+    if infeasible:
+        row.verdict = Verdict(False, "infeasible as configured (out of memory)")
+    return row
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _shape(r: Row) -> str:
+    if r.nodes and r.gpus_per_node:
+        return f"{r.nodes} x {r.gpus_per_node}"
+    return f"? x ? ({r.world_size})" if r.world_size else "-"
+
+
+COLUMNS = (
+    "run", "nodes x gpus", "per-device batch", "accum", "global batch", "zero", "steps",
+    "final loss", "TGS (samples/s x seq_len / devices)", "real tokens/s/device", "SPS",
+    "TPS/device", "MFU", "step p50/p95 (s)", "peak mem (GB)", "verdict",
+)  # fmt: skip
+
+
+def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[str] = ()) -> str:
+    """The report table, notes per run, and links to the plots (paths relative to report.md)."""
+    out = io.StringIO()
+    out.write("# Training report\n\n")
+    out.write("| " + " | ".join(COLUMNS) + " |\n")
+    out.write("|" + "---|" * len(COLUMNS) + "\n")
+    for r in rows:
+        m = r.metrics
+        cells = [
+            r.name,
+            _shape(r),
+            _f(r.per_device_batch, "d"),
+            _f(r.accum, "d"),
+            _f(r.global_batch, "d"),
+            _f(r.zero_stage, "d"),
+            _f(m and m.steps, "d"),
+            _f(m and m.final_loss, ".4f"),
+            _f(m and m.tgs, ".1f"),
+            _f(m and m.tokens_per_sec_per_device, ".1f"),
+            _f(m and m.sps, ".2f"),
+            _f(m and m.tps_per_device, ".1f"),
+            _f(m.mfu * 100 if m and m.mfu is not None else None, ".1f")
+            + ("%" if m and m.mfu else ""),
+            f"{_f(m and m.step_time_p50, '.2f')} / {_f(m and m.step_time_p95, '.2f')}",
+            _f(m and m.peak_mem_gb, ".1f"),
+            r.verdict.label,
+        ]
+        out.write("| " + " | ".join(cells) + " |\n")
+    out.write(markdown(rows, differ) + "\n## Notes\n\n")
+    for r in rows:
+        m = r.metrics
+        bits = [f"log: {r.kind}"]
+        if m:
+            bits += m.throughput_notes
+            if m.sps is not None:
+                bits.append(f"SPS/TPS (seed 004's definition) over {m.sps_window}")
+            if m.mfu_basis:
+                bits.append(f"model FLOPs from {m.mfu_basis}")
+            if m.xtuner_tflops is not None:
+                bits.append(f"XTuner's own tflops {m.xtuner_tflops:.1f} (hardware FLOPs, not MFU)")
+            if m.data_time_share is not None:
+                bits.append(f"data loading {m.data_time_share * 100:.1f}% of step time")
+            if m.image_tokens_per_sec_per_device is not None:
+                bits.append(
+                    f"image/text tokens/s/device {m.image_tokens_per_sec_per_device:.1f} / "
+                    f"{_f(m.text_tokens_per_sec_per_device, '.1f')}"
+                )
+        bits.append(f"verdict: {r.verdict.reason}")
+        bits += r.notes
+        out.write(f"- **{r.name}**: " + "; ".join(bits) + "\n")
+    if plots:
+        out.write("\n## Plots\n\n" + "".join(f"![{p}]({p})\n" for p in plots))
+    return out.getvalue()
+
+
+CSV_FIELDS = (
+    "run", "log", "nodes", "gpus_per_node", "world_size", "per_device_batch", "accum",
+    "global_batch", "zero_stage", "hw", "steps", "final_loss", "tgs", "tgs_steps",
+    "tgs_definition", "tokens_per_sec_per_device", "tokens_per_sec_per_device_source",
+    "image_tokens_per_sec_per_device",
+    "text_tokens_per_sec_per_device", "sps", "sps_window", "tps_per_device", "step_time_p50",
+    "step_time_p95", "peak_mem_gb", "tflops_per_device", "mfu", "xtuner_tflops",
+    "data_time_share", "verdict",
+)  # fmt: skip
+
+
+def _csv_value(x: Any) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return format(x, ".6g")
+    return str(x)
+
+
+def render_csv(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for r in rows:
+        m = r.metrics
+        own = {
+            "run": r.name,
+            "log": r.kind,
+            "nodes": r.nodes,
+            "gpus_per_node": r.gpus_per_node,
+            "world_size": r.world_size,
+            "per_device_batch": r.per_device_batch,
+            "accum": r.accum,
+            "global_batch": r.global_batch,
+            "zero_stage": r.zero_stage,
+            "hw": r.hw,
+            "verdict": r.verdict.label,
+        }
+        w.writerow([_csv_value(own[k] if k in own else getattr(m, k, None)) for k in CSV_FIELDS])
+    return buf.getvalue()
+
+
+def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
+    """loss.png (every run's loss curve), tgs.png and mfu.png (bars per configuration).
+    Returns the names written; a chart with nothing to show is not written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curves = [(r, [(x["step"], x["loss"]) for x in r.records if "loss" in x]) for r in rows]
+    curves = [(r, c) for r, c in curves if c]
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for r, c in curves:
+            ax.plot([s for s, _ in c], [v for _, v in c], label=r.config_label, linewidth=1.2)
+        ax.set(xlabel="step", ylabel="loss", title="Training loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "loss.png", dpi=100)
+        plt.close(fig)
+        written.append("loss.png")
+    for name, get, unit in (
+        ("tgs", lambda m: m.tgs, "TGS (samples/s x seq_len / devices)"),
+        ("mfu", lambda m: m.mfu * 100 if m.mfu is not None else None, "MFU (%)"),
+    ):
+        bars = [
+            (r.config_label, v) for r in rows if r.metrics and (v := get(r.metrics)) is not None
+        ]
+        if not bars:
+            continue
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(bars) + 2), 4.5))
+        ax.bar(range(len(bars)), [v for _, v in bars], color="tab:blue")
+        ax.set_xticks(
+            range(len(bars)), [lab for lab, _ in bars], rotation=30, ha="right", fontsize=8
+        )
+        ax.set(ylabel=unit, title=f"{unit} per configuration")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png", dpi=100)
+        plt.close(fig)
+        written.append(f"{name}.png")
+    return written
+
+
+def update_summary(row: Row) -> bool:
+    """Add the metrics to a run dir's summary.json; False when the run has not ended."""
+    if row.metrics is None:
+        return False
+    m = row.metrics
+    return RunDir(row.path).update_summary(
+        dict(
+            steps=m.steps,
+            final_loss=m.final_loss,
+            tgs=m.tgs,
+            tgs_reason=m.tgs_reason,
+            tokens_per_sec_per_device=m.tokens_per_sec_per_device,
+            **m.throughput_labels,
+            sps=m.sps,
+            sps_window=m.sps_window,
+            tps_per_device=m.tps_per_device,
+            mfu=m.mfu,
+            tflops_per_device=m.tflops_per_device,
+            step_time_p50=m.step_time_p50,
+            step_time_p95=m.step_time_p95,
+            peak_mem_gb=m.peak_mem_gb,
+            data_time_share=m.data_time_share,
+            verdict=row.verdict.label,
+            verdict_reason=row.verdict.reason,
+        )
+    )
+
+
+def report(
+    paths: Sequence[str | os.PathLike],
+    *,
+    gpus: int | None = None,
+    seq_len: int | None = None,
+    global_batch_size: int | None = None,
+    peak_tflops: float | None = None,
+    out_dir: str | os.PathLike | None = None,
+    plots: bool = True,
+) -> tuple[Path, list[Row]]:
+    """Write report.md, metrics.csv and plots; return (report.md path, rows)."""
+    found = discover(paths)
+    ov = Overrides(
+        gpus=gpus, seq_len=seq_len, global_batch_size=global_batch_size, peak_tflops=peak_tflops
+    )
+    rows = [analyse(kind, p, ov) for kind, p in found]
+    if not any(row.records for row in rows):
+        why = "; ".join(
+            f"{row.path}: {'; '.join(n for n in row.notes if not n.startswith('no MFU')) or 'no training log'}"
+            for row in rows
+        )
+        raise ValueError(f"nothing to report, nothing written ({why})")
+    if out_dir is None:
+        dirs = [
+            Path(p).absolute() if Path(p).is_dir() else Path(p).absolute().parent for p in paths
+        ]
+        out_dir = Path(os.path.commonpath(dirs))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for (kind, _), row in zip(found, rows, strict=True):
+        if kind == "run" and not update_summary(row):
+            row.notes.append("summary.json not updated (the run has not ended)")
+    differ = label_rows(rows)
+    written = plot(rows, out) if plots else []
+    nodes = report_section([p for (kind, p) in found if kind == "run"])  # "Nodes", official edits
+    (out / "report.md").write_text(render_markdown(rows, written, differ) + nodes)
+    (out / "metrics.csv").write_text(render_csv(rows))
+    return out / "report.md", rows
+
+
+def main(args: Any) -> int:
+    """Entry for `python launch.py report` (args from launcher.submit.jobctl's parser)."""
+    import sys
+
+    try:
+        md, rows = report(
+            args.paths,
+            gpus=args.gpus,
+            seq_len=args.seq_len,
+            global_batch_size=args.global_batch_size,
+            peak_tflops=args.peak_tflops,
+        )
+    except ValueError as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 2
+    text = md.read_text()
+    print(text[: text.index("\n## Notes")])
+    print(
+        f"[report] {md}, {md.parent / 'metrics.csv'}; plots: "
+        + ", ".join(
+            str(md.parent / p)
+            for p in ("loss.png", "tgs.png", "mfu.png")
+            if (md.parent / p).exists()
+        )
+    )
+    return 0
