@@ -198,12 +198,26 @@ def test_watch_prints_plain_blocks_when_not_a_tty():
     assert "\x1b[" not in text and text.count("--- ") == 2 and "a\n" in text and "b\n" in text
 
 
+class _Started(io.StringIO):
+    """A StringIO that says when the first text arrived."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = threading.Event()
+
+    def write(self, s: str) -> int:
+        self.started.set()
+        return super().write(s)
+
+
 def test_follow_prints_what_the_log_gets_until_the_job_ends(tmp_path: Path):
     log = tmp_path / "node0.log"
     log.write_text("old 1\nold 2\n")
     done = threading.Event()
+    out = _Started()
 
     def writer():
+        out.started.wait(10)  # follow has printed the tail; CI on 4671eb1 wrote "new 0" first
         with log.open("a") as f:
             for i in range(5):
                 f.write(f"new {i}\n")
@@ -213,7 +227,6 @@ def test_follow_prints_what_the_log_gets_until_the_job_ends(tmp_path: Path):
 
     t = threading.Thread(target=writer)
     t.start()
-    out = io.StringIO()
     assert follow(log, 1, lambda: not done.is_set(), poll_s=0.02, out=out) == 0
     t.join()
     assert out.getvalue() == "old 2\n" + "".join(f"new {i}\n" for i in range(5))
