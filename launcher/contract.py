@@ -81,7 +81,7 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryEstimate:
-    """The per-device memory estimate plan.json records (launcher/memory.py)."""
+    """The per-device memory estimate plan.json records (launcher/plan/memory.py)."""
 
     per_device_gb: float
     device_gb: float

@@ -1,7 +1,7 @@
-"""One source for defaults (issue 9 item 6): the dataclasses of launcher/spec.py.
+"""One source for defaults (issue 9 item 6): the dataclasses of launcher/config/spec.py.
 
 conf/{model,data,cluster}/*.yaml start from base/<group> and conf/config.yaml from base/job,
-which launcher/defaults.py builds from the dataclass defaults into Hydra's ConfigStore; there
+which launcher/config/defaults.py builds from the dataclass defaults into Hydra's ConfigStore; there
 is no YAML copy of them to drift. These tests compose every option and check that what it
 does not set itself is exactly the dataclass default, and that config.yaml restates none.
 """
@@ -23,7 +23,7 @@ OPTIONS = [(g, p.stem) for g in BASES for p in sorted((CONF / g).glob("*.yaml"))
 
 
 def test_there_is_no_second_copy_of_the_defaults():
-    assert not (CONF / "base").exists(), "conf/base/ is back: defaults live in launcher/spec.py"
+    assert not (CONF / "base").exists(), "conf/base/ is back: defaults live in launcher/config/spec.py"
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -52,7 +52,7 @@ def test_top_level_settings_come_from_jobspec_and_config_yaml_restates_none():
         for k, v in own.items()
         if k not in {"defaults", "hydra"} and not (isinstance(v, str) and "${" in v)
     }
-    assert restated == {}, "set top-level defaults in JobSpec (launcher/spec.py), not config.yaml"
+    assert restated == {}, "set top-level defaults in JobSpec (launcher/config/spec.py), not config.yaml"
     top = OmegaConf.to_container(cfg, resolve=False)
     for f in dataclasses.fields(JobSpec):
         if f.name in GROUPS:

@@ -1,13 +1,13 @@
 """Rank 0's W&B or MLflow run (``report_to`` wandb / mlflow): the composed config as params and
 every metrics-file record as metrics, at its optimizer step.
 
-Where they go comes from the environment the launcher sets (launcher/tracking.py): W&B's
+Where they go comes from the environment the launcher sets (launcher/config/tracking.py): W&B's
 ``WANDB_MODE/PROJECT/DIR/RUN_ID/...`` (offline unless asked), MLflow's ``MLFLOW_TRACKING_URI``
 and ``MLFLOW_EXPERIMENT_NAME``. A resumed attempt continues the same run (same W&B id; the MLflow
 run whose id RUN_DIR/tracking.json keeps) and logs only the steps past the last one the run
 already has, so a step re-run after a requeue or `resume` is logged once (its first values).
 
-Run as a script by the launcher's node side (launcher/tracking_node.py) for every engine:
+Run as a script by the launcher's node side (launcher/node/tracking.py) for every engine:
 ``python tracking.py open RUN_DIR`` opens (or continues) the MLflow run with the composed config
 as params and prints its id, which the engine's own tracker (HF's MLflowCallback, mmengine's
 MLflowVisBackend) continues through ``MLFLOW_RUN_ID`` (W&B: the run of id WANDB_RUN_ID, which

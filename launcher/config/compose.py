@@ -26,7 +26,7 @@ from launcher.config import (
 from launcher.config.spec import ConfigError, Problem
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-defaults.register()  # base/{model,data,cluster,job}: the dataclass defaults (launcher/defaults.py)
+defaults.register()  # base/{model,data,cluster,job}: the dataclass defaults (launcher/config/defaults.py)
 GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark", "tracking")
 
 _UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'|Key '([^']+)' is not in struct")

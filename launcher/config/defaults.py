@@ -1,4 +1,4 @@
-"""One source for defaults: the dataclasses of launcher/spec.py.
+"""One source for defaults: the dataclasses of launcher/config/spec.py.
 
 Hydra composes from conf/, and each conf/{model,data,cluster}/*.yaml starts from
 `/base/<group>@_here_`, conf/config.yaml from `/base/job@_here_`. Those base configs are not

@@ -298,7 +298,7 @@ class BenchmarkSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PreflightSpec:
-    """The node pre-flight (launcher/nodecheck.py): every node measured in the job's own
+    """The node pre-flight (launcher/node/nodecheck.py): every node measured in the job's own
     allocation before training; `preflight=true|false` on the command line sets `enabled`."""
 
     enabled: bool | None = None

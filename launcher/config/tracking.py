@@ -143,7 +143,7 @@ def xtuner_visualizer(t: TrackingSpec, run: RunDir) -> str:
         kwargs = {"exp_name": t.project, "run_name": run.root.name, "tags": tags}
         kwargs["tracking_uri"] = mlflow_uri(t, run)
     return (
-        f"\n# tracking={t.name} (launcher/tracking.py)\n"
+        f"\n# tracking={t.name} (launcher/config/tracking.py)\n"
         f"from mmengine.visualization import LocalVisBackend, {cls}, Visualizer\n\n"
         "visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend), "
         f"dict(type={cls}, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})])\n"

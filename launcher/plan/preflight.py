@@ -1,6 +1,6 @@
 """The pre-flights `check` runs once the settings are right: memory and data.
 
-`memory_estimate(spec, derived)` is the per-device memory estimate (launcher/memory.py,
+`memory_estimate(spec, derived)` is the per-device memory estimate (launcher/plan/memory.py,
 docs/MEMORY.md); `memory_problem` turns one above the device's memory into a problem.
 `data_preflight(spec)` runs internvl_chat.tools.validate_data on the data: here, in the nodes'
 interpreter, when this machine has it; else as a prepare step on node 0.
@@ -25,7 +25,7 @@ from launcher.rundir import RunDir
 
 
 def memory_estimate(spec: JobSpec, derived: Derived):
-    """Per-device memory estimate (launcher/memory.py, docs/MEMORY.md); None without dims."""
+    """Per-device memory estimate (launcher/plan/memory.py, docs/MEMORY.md); None without dims."""
     from launcher.flops import dims_from_config, trainable_from_config
     from launcher.plan import memory
     from launcher.plan.lengths import sample_tokens
