@@ -229,7 +229,11 @@ ROWS: list[tuple[str, list[str], list[str]]] = [
         ["- model.path:", "a_file"],
     ),  # fmt: skip
     ("big_model_on_cpu", ["model=internvl_20b"], ["- hw:", "internvl_20b"]),
-    ("bf16_on_cpu", ["hw.precision=bf16"], ["hw.precision"]),
+    (
+        "bf16_on_cpu",
+        ["model=internvl2_1b", "data=synthetic", "hw.precision=bf16"],
+        ["- hw.precision:", "fp32 on CPUs"],
+    ),  # fmt: skip
     ("offload_on_cpu", ["parallelism=zero3_offload"], ["- parallelism:"]),
     ("gres_mismatch", ["hw=a800", "hw.gres=gpu:4"], ["hw.gres"]),
     (

@@ -1,13 +1,15 @@
 """Loss parity: our trainer (engine=internvl_chat) and the official InternVL trainer
 (engine=internvl_official, the checkouts in shared/upstream, edited copy, fp32 through B1)
 give the same per-step losses for the same tiny checkpoint, data, sample order and
-hyper-parameters: within 1e-4 relative over 20 steps (issue 19, item 5).
+hyper-parameters: within 1e-4 relative over 20 steps in fp32, 2e-3 in bf16 (issue 19, item 5).
 
 Each case is two real launches (cluster=local, 2 processes, DeepSpeed ZeRO-1/2): about a
-minute per case on 2 idle cores. CI runs the pinned revision with ZeRO-1 and with ZeRO-2 +
-freeze_llm (seed 000's freeze flags), and the newest revision with Qwen2 and ZeRO-2;
-VLM_FULL_PARITY=1 adds LoRA, which does not reach 1e-4 and is a strict xfail with the measured
-figures and its causes (docs/OFFICIAL.md).
+minute per case on 2 idle cores. CI runs the pinned revision with ZeRO-1 in fp32 and in bf16
+(both sides load the model in bf16, as the official code does, and train with DeepSpeed's bf16;
+a tiny model trains in bf16 on this CPU in seconds) and with ZeRO-2 + freeze_llm (seed 000's
+freeze flags), and the newest revision with Qwen2 and ZeRO-2; VLM_FULL_PARITY=1 adds the other
+revision x LLM pairs, bf16 at head, and LoRA, which does not reach 1e-4 and is a strict xfail
+with the measured figures and its causes (docs/OFFICIAL.md).
 Needs .venv-internvl (bash setup.sh --official): skips without it, fails under CI=true.
 """
 
@@ -28,16 +30,27 @@ UPSTREAM = REPO.parent / "shared" / "upstream"
 CHECKOUTS = {"pin": UPSTREAM / "InternVL-764fdc9", "head": UPSTREAM / "InternVL-2410d1d"}
 OFFICIAL_PY = REPO / ".venv-internvl" / "bin" / "python"
 FP32_TOLERANCE = 1e-4
+BF16_TOLERANCE = 2e-3
 STEPS = 20
 FULL = os.environ.get("VLM_FULL_PARITY") == "1"
 
-# (revision, llm, ZeRO stage, extra settings). CI runs the two pin cases (ZeRO-1 and ZeRO-2
-# with seed 000's freeze_llm) and head/Qwen2 (the other revision, LLM family and attention);
-# VLM_FULL_PARITY=1 adds LoRA, a strict xfail.
-CI_CASES = ("pin-internlm2-zero1", "pin-internlm2-zero2-freeze_llm", "head-qwen2-zero2")
+# (revision, llm, ZeRO stage, extra settings). CI runs the pin cases (ZeRO-1 in fp32 and bf16,
+# ZeRO-2 with seed 000's freeze_llm) and head/Qwen2 (the other revision, LLM family and
+# attention); VLM_FULL_PARITY=1 adds the rest, LoRA a strict xfail.
+CI_CASES = (
+    "pin-internlm2-zero1",
+    "pin-internlm2-zero1-bf16",
+    "pin-internlm2-zero2-freeze_llm",
+    "head-qwen2-zero2",
+)
+BF16 = ["hw.precision=bf16"]
 CASES = {
     "pin-internlm2-zero1": ("pin", "internlm2", 1, []),
+    "pin-internlm2-zero1-bf16": ("pin", "internlm2", 1, BF16),
+    "pin-qwen2-zero1": ("pin", "qwen2", 1, []),
     "head-qwen2-zero2": ("head", "qwen2", 2, []),
+    "head-qwen2-zero2-bf16": ("head", "qwen2", 2, BF16),
+    "head-internlm2-zero2": ("head", "internlm2", 2, []),
     "head-internlm2-zero2-lora": ("head", "internlm2", 2, ["model.use_llm_lora=8"]),  # xfail
     "pin-internlm2-zero2-freeze_llm": ("pin", "internlm2", 2, ["model.freeze_llm=true"]),
 }
@@ -79,12 +92,17 @@ def data(tmp_path_factory) -> Path:
 
 
 def train(engine: str, revision: str, run: Path, cache: Path, meta: Path, extra: list[str]):
+    official = engine == "internvl_official"
     args = [
         "model=tiny_internvl",
         f"model.engine={engine}",
         f"model.internvl_root={CHECKOUTS[revision]}",
         f"model.internvl_revision={revision}",
-        "+engine_args.official_fp32_load=true" if engine == "internvl_official" else None,
+        # B1 (load in fp32 when bf16=False) for the fp32 cases; in bf16 the official code runs
+        # without it, loading in bf16 as it always does
+        "+engine_args.official_fp32_load=true"
+        if official and "hw.precision=bf16" not in extra
+        else None,
         "hw=cpu",
         "nodes=2",
         "per_device_batch_size=4",
@@ -132,10 +150,10 @@ def test_compare_names_the_step_and_the_difference():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_loss_parity_fp32(case: str, data: Path, tmp_path: Path, request):
-    revision, llm, stage, extra = CASES[case]
+def test_loss_parity(case: str, data: Path, tmp_path: Path, request):
+    revision, llm, stage, extra_settings = CASES[case]
     if case not in CI_CASES and not FULL:
-        pytest.skip("VLM_FULL_PARITY=1 runs the LoRA case")
+        pytest.skip("VLM_FULL_PARITY=1 runs this case")
     if "lora" in case:
         # measured 7.17e-3 (steps 1-2 equal, 1.1e-3 at step 3), docs/OFFICIAL.md: the official
         # InternLM2 adapter is one on the fused wqkv (ours: q, k, v apart; 188,352 trainable
@@ -144,13 +162,12 @@ def test_loss_parity_fp32(case: str, data: Path, tmp_path: Path, request):
         reason = "InternLM2 LoRA on fused wqkv vs q/k/v; init and dropout RNG differ"
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     need(revision)
-    extra = [*LLM_SETTINGS[llm], f"parallelism=zero{stage}", *extra]
+    extra = [*LLM_SETTINGS[llm], f"parallelism=zero{stage}", *extra_settings]
     cache = tmp_path / "cache"
     ours = train("internvl_chat", revision, tmp_path / "ours", cache, data, extra)
     official = train("internvl_official", revision, tmp_path / "official", cache, data, extra)
     assert ours[-1] < ours[0], f"the loss did not fall: {ours}"
     worst = max(abs(a - b) / abs(b) for a, b in zip(ours, official, strict=True))
     print(f"{case}: max relative loss difference {worst:.2e} over {STEPS} steps")
-    assert not compare(ours, official, FP32_TOLERANCE), "\n".join(
-        compare(ours, official, FP32_TOLERANCE)
-    )
+    tolerance = BF16_TOLERANCE if extra_settings is BF16 else FP32_TOLERANCE
+    assert not compare(ours, official, tolerance), "\n".join(compare(ours, official, tolerance))
