@@ -75,14 +75,6 @@ class Metrics:
         real = self.tokens_per_sec_per_device_source
         return out + ([f"real tokens/s/device: {real}"] if real else [])
 
-    @property
-    def throughput_labels(self) -> dict[str, str | None]:
-        """What each throughput figure counts, written beside them (summary, CSV, report)."""
-        return {
-            "tgs_definition": self.tgs_definition,
-            "tokens_per_sec_per_device_source": self.tokens_per_sec_per_device_source,
-        }
-
 
 def _percentile(values: Sequence[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default), without numpy."""
