@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_flops import LLMS
 
-from launcher.flops import LLMS, ModelDims, Trainable, llm_flops_per_token, sample_flops
+from launcher.flops import ModelDims, Trainable, llm_flops_per_token, sample_flops
 from launcher.report.collect import LogError, detect, final_loss, load
 from launcher.report.collect.metrics import compute
 from launcher.report.verdict import verdict

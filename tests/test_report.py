@@ -124,3 +124,18 @@ def test_a_metric_is_one_column(sweep, monkeypatch):
     csv_lines = (sweep / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].endswith(",verdict,peak_lr") and csv_lines[1].endswith(",2e-05")
     assert json.loads((sweep / "0" / "summary.json").read_text())["peak_lr"] == 2e-5
+
+
+def test_an_old_run_config_still_reports(sweep):
+    """report types config.yaml through launcher.config.spec: settings an old run's config lacks
+    take the spec's defaults, and settings since removed are passed over."""
+    _, rows = report([sweep], plots=False)
+    mfu = rows[0].metrics.mfu
+    cfg = sweep / "0" / "config.yaml"
+    text = cfg.read_text()
+    for line in ("  force_image_size: 448\n", "  patch_size: 14\n", "  downsample_ratio: 0.5\n"):
+        assert line in text
+        text = text.replace(line, "")
+    cfg.write_text(text.replace("model:\n", "model:\n  a_removed_setting: 1\n", 1))
+    _, rows = report([sweep], plots=False)
+    assert rows[0].metrics.mfu == pytest.approx(mfu) and 0 < mfu < 1

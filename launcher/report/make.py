@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.config.convert import lenient
+from launcher.config.spec import BenchmarkSpec, HwSpec, ModelSpec
 from launcher.contract import Plan
-from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
+from launcher.flops import ALL_TRAINABLE, check_countable
 from launcher.report.collect import LogError, load
 from launcher.report.collect.metrics import Metrics, compute
 from launcher.report.columns import TGS_HEADER, fmt, render_csv, summary_figures, table
@@ -77,24 +79,47 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
     return out
 
 
-def _load_config(run: RunDir) -> dict[str, Any]:
-    if not run.config_yaml.is_file():
-        return {}
-    import yaml
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A run's config.yaml: as written (the settings runs are compared on) and typed
+    (launcher.config.spec) for what report computes with."""
 
-    return yaml.safe_load(run.config_yaml.read_text()) or {}
+    settings: dict[str, Any] = field(default_factory=dict)
+    model: ModelSpec | None = None
+    hw: HwSpec | None = None
+    benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
+
+    @classmethod
+    def read(cls, run: RunDir) -> RunConfig:
+        """Typed the way the launcher read it (OmegaConf: 0.30e9 is a number); an old run's
+        config that lacks newer settings still reads (their defaults fill in)."""
+        if not run.config_yaml.is_file():
+            return cls()
+        import yaml
+        from omegaconf import OmegaConf
+
+        text = run.config_yaml.read_text()
+        raw = yaml.safe_load(text) or {}
+        typed = OmegaConf.to_container(OmegaConf.create(text)) if raw else {}
+        model, hw = typed.get("model"), typed.get("hw")
+        return cls(
+            settings=raw,
+            model=lenient(ModelSpec, model, "model") if model else None,
+            hw=lenient(HwSpec, hw, "hw") if hw else None,
+            benchmark=lenient(BenchmarkSpec, typed.get("benchmark"), "benchmark"),
+        )
 
 
 def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     """One table row: the run's shape (plan.json or flags), its log's metrics and verdict."""
     row = Row(name=path.name if path.is_dir() else path.stem, path=path)
-    cfg: dict[str, Any] = {}
+    cfg = RunConfig()
     infeasible = False
     seq_len = ov.seq_len
     row.world_size, row.global_batch = ov.gpus, ov.global_batch_size
     if kind == "run":
         run = RunDir(path)
-        plan, cfg = Plan.load(run.root), _load_config(run)
+        plan, cfg = Plan.load(run.root), RunConfig.read(run)
         d = plan.derived
         row.nodes, row.gpus_per_node = d.nodes, d.gpus_per_node
         row.world_size = ov.gpus or d.world_size
@@ -103,19 +128,19 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         row.global_batch = ov.global_batch_size or d.global_batch_size
         row.zero_stage, row.hw = plan.zero_stage, plan.hw
         seq_len = ov.seq_len or plan.seq_len
-        row.settings = run_settings(cfg, row)
+        row.settings = run_settings(cfg.settings, row)
         ended = run.summary() or {}
         if str(ended.get("action", "")).startswith("point infeasible"):
             # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
             infeasible = True
             row.notes.append(f"infeasible, not retried: {ended.get('reason')}")
-    peak = ov.peak_tflops or (cfg.get("hw") or {}).get("peak_tflops")
-    target = (cfg.get("benchmark") or {}).get("target") or {}
-    model = cfg.get("model") or {}
+    peak = ov.peak_tflops or (cfg.hw and cfg.hw.peak_tflops)
+    target = cfg.benchmark.target
+    model = cfg.model
     dims = None
-    if model:
+    if model is not None:
         try:
-            dims = dims_from_config(model)
+            dims = check_countable(model.flops_dims)
         except ValueError as e:
             row.notes.append(f"no MFU: {e}")
     elif kind == "log":
@@ -134,7 +159,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         global_batch_size=row.global_batch,
         summary=log.summary,
         dims=dims,
-        trainable=trainable_from_config(model) if model else ALL_TRAINABLE,
+        trainable=model.trainable if model is not None else ALL_TRAINABLE,
         peak_tflops=peak,
         min_steps=int(target.get("tgs_window_steps", 15)),
     )
