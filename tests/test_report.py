@@ -112,6 +112,12 @@ def test_comparison_shows_only_settings_that_differ(sweep):
     assert [r.config_label for r in rows] == ["0: pdb=2 ga=4", "1: pdb=4 ga=2"]
 
 
+def test_columns_have_one_key_and_one_place_each():
+    keys = [c.key for c in columns.COLUMNS]
+    places = [c.at for c in columns.COLUMNS if c.header]
+    assert len(set(keys)) == len(keys) and len(set(places)) == len(places)
+
+
 def test_a_metric_is_one_column(sweep, monkeypatch):
     """One Column declaration puts a figure in report.md's table, metrics.csv and summary.json."""
     lr = columns.Column(
