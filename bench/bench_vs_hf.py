@@ -290,7 +290,7 @@ def matmul_peak(device: str, dtype: str, seconds: float = 2.0) -> float:
 
 
 def model_dims(shape: dict):
-    from launcher.flops import LlmArch, ModelDims, VitArch
+    from launcher.flops import LlmArch, ModelDims, Tile, VitArch
 
     v, m = shape["vision"], shape["llm"]
     vh, mh = v["hidden_size"], m["hidden_size"]
@@ -301,8 +301,8 @@ def model_dims(shape: dict):
                     kv_heads=m["num_key_value_heads"], intermediate=m["intermediate_size"],
                     vocab=m["vocab_size"]),
         vit=VitArch(layers=v["num_hidden_layers"], hidden=vh, heads=v["num_attention_heads"],
-                    intermediate=v["intermediate_size"], tokens_per_tile=grid * grid + 1),
-        projector_params=proj, image_tokens_per_tile=grid * grid // 4,
+                    intermediate=v["intermediate_size"]),
+        projector_params=proj, tile=Tile(vit_tokens=grid * grid + 1, llm_tokens=grid * grid // 4),
     )  # fmt: skip
 
 
@@ -315,7 +315,7 @@ def summarise(run: dict, dims) -> dict:
     tokens = sum(s["tokens"] for s in steady)
     samples = sum(s["samples"] for s in steady)
     per_sample = tokens / max(samples, 1)
-    img = dims.image_tokens_per_tile
+    img = dims.tile.llm_tokens
     flops = samples * sample_flops(dims, llm_tokens=per_sample, image_tokens=img)
     data = [s.get("data_time", 0.0) / s["time"] for s in steady if "data_time" in s]
     return {

@@ -7,29 +7,28 @@ seq_len and the memory pre-flight per device for ZeRO 1/2/3 at per-device batch 
 
 from pathlib import Path
 
-import yaml
+from omegaconf import OmegaConf
 
-from launcher.config.defaults import base_config
-from launcher.flops import dims_from_config, sample_flops, trainable_from_config
+from launcher.config.convert import lenient
+from launcher.config.spec import ModelSpec
+from launcher.flops import check_countable, sample_flops
 from launcher.plan.memory import estimate
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    base = base_config("model")
     for path in sorted((ROOT / "conf/model").glob("*.yaml")):
-        model = {**base, **(yaml.safe_load(path.read_text()) or {})}
-        model.pop("defaults", None)
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+        raw.pop("defaults", None)
+        model = lenient(ModelSpec, raw, "model")  # the settings a file leaves out: defaults
         try:
-            dims = dims_from_config(model)
+            dims = check_countable(model.flops_dims)
         except ValueError as e:
             print(f"{path.stem}: {e}")
             continue
-        tr = trainable_from_config(model)
-        seq = int(model.get("seq_len", 4096))
-        tiles = int(model.get("max_dynamic_patch", 6)) + 1
-        img = min(tiles * dims.image_tokens_per_tile, seq // 2)
+        tr, seq, per_tile = model.trainable, model.seq_len, model.tile.llm_tokens
+        img = min((model.max_dynamic_patch + 1) * per_tile, seq // 2)
         f = sample_flops(dims, llm_tokens=seq, image_tokens=img, trainable=tr)
         print(f"\n{path.stem}: seq {seq}, {img} image tokens: {f / 1e12:.1f} TFLOPs per sample")
         for zero in (1, 2, 3):
@@ -37,8 +36,8 @@ def main() -> None:
             for b in (1, 2, 4):
                 est = estimate(
                     dims, trainable=tr, zero_stage=zero, gpus_per_node=8, nodes=4,
-                    per_device_batch=b, seq_len=seq, tiles_per_sample=img / dims.image_tokens_per_tile,
-                    grad_checkpoint=bool(model.get("grad_checkpoint", True)),
+                    per_device_batch=b, seq_len=seq, tiles_per_sample=img / per_tile,
+                    grad_checkpoint=model.grad_checkpoint,
                 )  # fmt: skip
                 cells.append(f"b{b} {est.total_gb:7.1f} GiB")
             print(f"  zero{zero}: " + "  ".join(cells))

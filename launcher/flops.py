@@ -27,21 +27,27 @@ checkpointing, no ViT, and text tokens only. It is reported beside MFU, never as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+
+DERIVED = {"derived": True}
+"""Field metadata: computed from other settings, never set in the YAML (launcher.config.convert
+refuses it as a key)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LlmArch:
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vocab: int
+    """`model.dims.llm`: the language model's shape, from its config.json."""
+
+    params: float = 0.0
+    """Parameter count, embeddings included (memory); 0: matmul params + input embedding."""
+    layers: int = 0
+    hidden: int = 0
+    heads: int = 0
+    kv_heads: int = 0
     head_dim: int = 0
-    """0: hidden // heads."""
+    """0: hidden / heads. Qwen3 sets it apart (0.6B: 16 heads x 128 on a 1024 hidden)."""
+    intermediate: int = 0
+    vocab: int = 0
 
     @property
     def attn_hidden(self) -> int:
@@ -67,43 +73,76 @@ class LlmArch:
         """Largest single parameter tensor group DeepSpeed ZeRO-3 gathers at once (the embedding)."""
         return max(self.hidden * self.vocab, self.layer_params)
 
+    @property
+    def total_params(self) -> float:
+        return self.params or self.matmul_params + self.hidden * self.vocab
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VitArch:
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-    tokens_per_tile: int
-    """T: patches per tile plus the CLS token (1025 at 448px / patch 14; 577 at 336px)."""
-    params: float | None = None
-    """Parameter count of the layers used; None: 4h^2 + 2hI per layer."""
+    """`model.dims.vit`: the vision encoder's shape (the layers actually used); all 0: none."""
+
+    params: float = 0.0
+    """Parameter count of the layers used; 0: 4h^2 + 2hI per layer."""
+    layers: int = 0
+    hidden: int = 0
+    heads: int = 0
+    intermediate: int = 0
+    """0: 4 x hidden."""
+
+    @property
+    def ffn(self) -> int:
+        return self.intermediate or 4 * self.hidden
 
     @property
     def matmul_params(self) -> float:
-        if self.params is not None:
-            return self.params
         h = self.hidden
-        return self.layers * (4 * h * h + 2 * h * self.intermediate)
+        return self.params or self.layers * (4 * h * h + 2 * h * self.ffn)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tile:
+    """How one image tile enters the model (ModelSpec.tile derives it from force_image_size,
+    patch_size and downsample_ratio)."""
+
+    vit_tokens: int
+    """T: patches per tile plus the CLS token (1025 at 448px / patch 14; 577 at 336px)."""
+    llm_tokens: int
+    """Tokens one tile adds to the LLM sequence (256 for InternVL's pixel shuffle 0.5)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelDims:
-    """What FLOPs and memory estimates need to know about a VLM."""
+    """`model.dims`: what FLOPs, MFU and memory estimates need to know about a VLM (not for
+    building models). One type for the config (launcher.config.spec), FLOPs and memory."""
 
-    llm: LlmArch
-    vit: VitArch | None = None
+    vit: VitArch = field(default_factory=VitArch)
+    llm: LlmArch = field(default_factory=LlmArch)
     projector_params: float = 0.0
-    image_tokens_per_tile: int = 256
-    """Tokens one tile contributes to the LLM sequence (256 for InternVL pixel-shuffle 0.5)."""
-    llm_params: float | None = None
-    """Total LLM parameters incl. embeddings (memory); None: matmul params + input embedding."""
+    tile: Tile | None = field(default=None, metadata=DERIVED)
+    """Set by ModelSpec.flops_dims; needed to count a ViT's FLOPs and activations."""
+
+    @property
+    def has_vit(self) -> bool:
+        return bool(self.vit.layers and self.vit.hidden)
 
     @property
     def llm_total_params(self) -> float:
-        if self.llm_params is not None:
-            return self.llm_params
-        return self.llm.matmul_params + self.llm.hidden * self.llm.vocab
+        return self.llm.total_params
+
+    def vit_tokens_per_tile(self) -> int:
+        if self.tile is None:
+            raise ValueError("counting the ViT needs the tile geometry (ModelSpec.flops_dims)")
+        return self.tile.vit_tokens
+
+
+def check_countable(dims: ModelDims) -> ModelDims:
+    """`dims` when FLOPs can be counted; else ValueError naming every missing setting."""
+    need = ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab")
+    missing = [f"model.dims.llm.{k}" for k in need if not getattr(dims.llm, k)]
+    if missing:
+        raise ValueError("cannot count FLOPs; set " + ", ".join(missing))
+    return dims
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,41 +153,6 @@ class Trainable:
 
 
 ALL_TRAINABLE = Trainable()
-
-# Real architectures (from each model's config.json); the lead's conf/model/*.yaml dims match.
-LLMS: dict[str, LlmArch] = {
-    "internlm2-20b": LlmArch(
-        layers=48, hidden=6144, heads=48, kv_heads=8, intermediate=16384, vocab=92544
-    ),
-    "internlm2-7b": LlmArch(
-        layers=32, hidden=4096, heads=32, kv_heads=8, intermediate=14336, vocab=92544
-    ),
-    "internlm2-1.8b": LlmArch(
-        layers=24, hidden=2048, heads=16, kv_heads=8, intermediate=8192, vocab=92544
-    ),
-    "qwen2-0.5b": LlmArch(
-        layers=24, hidden=896, heads=14, kv_heads=2, intermediate=4864, vocab=151936
-    ),
-    "llama2-7b": LlmArch(
-        layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000
-    ),
-    "yi-34b": LlmArch(
-        layers=60, hidden=7168, heads=56, kv_heads=8, intermediate=20480, vocab=64000
-    ),
-}
-VITS: dict[str, VitArch] = {
-    # 48 layers in the checkpoint; InternVL 1.5 uses features from layer -1 of a 45-layer cut.
-    "internvit-6b-448px-v1-5": VitArch(
-        layers=45, hidden=3200, heads=25, intermediate=12800, tokens_per_tile=1025
-    ),
-    "internvit-300m-448px": VitArch(
-        layers=24, hidden=1024, heads=16, intermediate=4096, tokens_per_tile=1025
-    ),
-    # LLaVA takes hidden_states[-2]: 23 of 24 layers run usefully.
-    "clip-vit-large-patch14-336": VitArch(
-        layers=23, hidden=1024, heads=16, intermediate=4096, tokens_per_tile=577
-    ),
-}
 
 
 def llm_flops_per_token(llm: LlmArch, seq_len: float, *, trainable: str = "full") -> float:
@@ -165,8 +169,8 @@ def llm_flops_per_token(llm: LlmArch, seq_len: float, *, trainable: str = "full"
     raise ValueError(f"trainable must be full, activations or none, not {trainable!r}")
 
 
-def vit_flops_per_tile(vit: VitArch, *, trainable: bool) -> float:
-    t = vit.tokens_per_tile
+def vit_flops_per_tile(vit: VitArch, tokens_per_tile: int, *, trainable: bool) -> float:
+    t = tokens_per_tile
     forward = 2 * vit.matmul_params * t + 4 * vit.layers * t * t * vit.hidden
     return 3 * forward if trainable else forward
 
@@ -181,13 +185,14 @@ def sample_flops(
 ) -> float:
     """Model FLOPs to train on one sample with `llm_tokens` LLM positions, `image_tokens` of
     which come from image tiles. seq_len (attention length) defaults to llm_tokens."""
-    upstream = (dims.vit is not None and trainable.vit) or trainable.projector
+    upstream = (dims.has_vit and trainable.vit) or trainable.projector
     mode = "full" if trainable.llm else ("activations" if upstream else "none")
     flops = llm_tokens * llm_flops_per_token(dims.llm, seq_len or llm_tokens, trainable=mode)
     if image_tokens:
-        if dims.vit is not None:
-            tiles = image_tokens / dims.image_tokens_per_tile
-            flops += tiles * vit_flops_per_tile(dims.vit, trainable=trainable.vit)
+        if dims.has_vit:
+            per_tile = dims.vit_tokens_per_tile()  # raises without the tile geometry
+            tiles = image_tokens / dims.tile.llm_tokens
+            flops += tiles * vit_flops_per_tile(dims.vit, per_tile, trainable=trainable.vit)
         flops += image_tokens * 2 * dims.projector_params * (3 if trainable.projector else 1)
     return flops
 
@@ -211,63 +216,16 @@ def xtuner_throughput_flops(
     return (3 + activation_checkpointing) * per_layer * n_layers + 6 * b * s * h * llm.vocab
 
 
-def dims_from_config(model: Mapping[str, Any]) -> ModelDims:
-    """ModelDims from a composed `model` config section (conf/model/*.yaml: `dims`,
-    force_image_size, patch_size, downsample_ratio). Raises ValueError naming every missing
-    `model.dims.*` setting."""
-    d = model.get("dims") or {}
-    llm, vit = d.get("llm") or {}, d.get("vit") or {}
-    need = ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab")
-    missing = [f"model.dims.llm.{k}" for k in need if not llm.get(k)]
-    if missing:
-        raise ValueError("cannot count FLOPs; set " + ", ".join(missing))
-    llm_arch = LlmArch(**{k: int(llm[k]) for k in need}, head_dim=int(llm.get("head_dim") or 0))
-    image, patch = int(model.get("force_image_size", 448)), int(model.get("patch_size", 14))
-    grid = image // patch
-    vit_arch = None
-    if vit.get("layers") and vit.get("hidden"):
-        vit_arch = VitArch(
-            layers=int(vit["layers"]),
-            hidden=int(vit["hidden"]),
-            heads=int(vit.get("heads") or 1),
-            intermediate=int(vit.get("intermediate") or 4 * int(vit["hidden"])),
-            tokens_per_tile=grid * grid + 1,
-            params=float(vit["params"]) if vit.get("params") else None,
-        )
-    per_tile = int(grid * grid * float(model.get("downsample_ratio", 0.5)) ** 2)
-    if model.get("arch") == "llava":
-        per_tile = grid * grid
-    return ModelDims(
-        llm=llm_arch,
-        vit=vit_arch,
-        projector_params=float(d.get("projector_params") or 0.0),
-        image_tokens_per_tile=per_tile,
-        llm_params=float(llm["params"]) if llm.get("params") else None,
-    )
-
-
-def trainable_from_config(model: Mapping[str, Any]) -> Trainable:
-    """Which parts get weight gradients. A LoRA-wrapped part counts as frozen: its base
-    weights get none, and the adapters' own FLOPs are small enough to leave out."""
-    return Trainable(
-        llm=not model.get("freeze_llm", False) and not model.get("use_llm_lora"),
-        vit=not model.get("freeze_backbone", False) and not model.get("use_backbone_lora"),
-        projector=not model.get("freeze_mlp", False),
-    )
-
-
 __all__ = [
     "ALL_TRAINABLE",
-    "LLMS",
-    "VITS",
     "LlmArch",
     "ModelDims",
+    "Tile",
     "Trainable",
     "VitArch",
-    "dims_from_config",
+    "check_countable",
     "llm_flops_per_token",
     "sample_flops",
-    "trainable_from_config",
     "vit_flops_per_tile",
     "xtuner_throughput_flops",
 ]

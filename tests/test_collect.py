@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_flops import LLMS
 
-from launcher.flops import LLMS, ModelDims, Trainable, llm_flops_per_token, sample_flops
-from launcher.report.collect import LogError, detect, load
+from launcher.flops import ModelDims, Trainable, llm_flops_per_token, sample_flops
+from launcher.report.collect import LogError, detect, final_loss, load
 from launcher.report.collect.metrics import compute
 from launcher.report.verdict import verdict
 
@@ -151,6 +152,13 @@ def test_our_metrics_jsonl_by_hand(tmp_path):
     assert m.tflops_per_device == pytest.approx(f / 2.0 / 4 / 1e12)
     assert m.mfu == pytest.approx(m.tflops_per_device / 100.0)
     assert m.mfu_basis.startswith("measured tokens")
+
+
+def test_final_loss_is_the_last_logged_loss_by_step():
+    records = [{"step": 3, "loss": 1.5}, {"step": 1, "loss": 3.0}, {"step": 4}, {"step": 2}]
+    assert final_loss(records) == 1.5  # step 4 logged no loss; order in the list does not count
+    assert final_loss([{"step": 1}]) is None and final_loss([]) is None
+    assert compute(records, gpus=1, seq_len=8).final_loss == final_loss(records)
 
 
 def test_bad_lines_all_reported_cut_last_line_tolerated(tmp_path):

@@ -1,14 +1,19 @@
 """FLOPs formulas against the figures computed in shared/specs/performance_and_reliability.md §A3
 and the numbers XTuner published or logged."""
 
+import dataclasses
+
 import pytest
 
+from launcher.config.convert import build, lenient
+from launcher.config.spec import ModelSpec
 from launcher.flops import (
-    LLMS,
-    VITS,
+    LlmArch,
     ModelDims,
+    Tile,
     Trainable,
-    dims_from_config,
+    VitArch,
+    check_countable,
     llm_flops_per_token,
     sample_flops,
     vit_flops_per_tile,
@@ -16,6 +21,38 @@ from launcher.flops import (
 )
 
 G, T = 1e9, 1e12
+
+# Real architectures (from each model's config.json); conf/model/*.yaml dims match.
+LLMS: dict[str, LlmArch] = {
+    "internlm2-20b": LlmArch(
+        layers=48, hidden=6144, heads=48, kv_heads=8, intermediate=16384, vocab=92544
+    ),
+    "internlm2-7b": LlmArch(
+        layers=32, hidden=4096, heads=32, kv_heads=8, intermediate=14336, vocab=92544
+    ),
+    "internlm2-1.8b": LlmArch(
+        layers=24, hidden=2048, heads=16, kv_heads=8, intermediate=8192, vocab=92544
+    ),
+    "qwen2-0.5b": LlmArch(
+        layers=24, hidden=896, heads=14, kv_heads=2, intermediate=4864, vocab=151936
+    ),
+    "llama2-7b": LlmArch(
+        layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000
+    ),
+    "yi-34b": LlmArch(
+        layers=60, hidden=7168, heads=56, kv_heads=8, intermediate=20480, vocab=64000
+    ),
+}
+VITS: dict[str, VitArch] = {
+    # 48 layers in the checkpoint; InternVL 1.5 uses features from layer -1 of a 45-layer cut.
+    "internvit-6b-448px-v1-5": VitArch(layers=45, hidden=3200, heads=25, intermediate=12800),
+    "internvit-300m-448px": VitArch(layers=24, hidden=1024, heads=16, intermediate=4096),
+    # LLaVA takes hidden_states[-2]: 23 of 24 layers run usefully.
+    "clip-vit-large-patch14-336": VitArch(layers=23, hidden=1024, heads=16, intermediate=4096),
+}
+TILE_448 = Tile(vit_tokens=1025, llm_tokens=256)  # 448px / patch 14, pixel shuffle 0.5
+VIT_TOKENS = {"internvit-6b-448px-v1-5": 1025, "internvit-300m-448px": 1025,
+              "clip-vit-large-patch14-336": 577}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -63,16 +100,16 @@ def test_frozen_llm_rules():
     ],
 )
 def test_vit_per_tile_matches_spec(vit, forward_tf, train_tf):
-    arch = VITS[vit]
-    assert vit_flops_per_tile(arch, trainable=False) / T == pytest.approx(forward_tf, rel=0.02)
+    arch, t = VITS[vit], VIT_TOKENS[vit]
+    assert vit_flops_per_tile(arch, t, trainable=False) / T == pytest.approx(forward_tf, rel=0.02)
     if train_tf:
-        assert vit_flops_per_tile(arch, trainable=True) / T == pytest.approx(train_tf, rel=0.01)
+        assert vit_flops_per_tile(arch, t, trainable=True) / T == pytest.approx(train_tf, rel=0.01)
 
 
 def test_internvit_6b_params_and_per_image_token():
     arch = VITS["internvit-6b-448px-v1-5"]
     assert arch.matmul_params / G == pytest.approx(5.53, abs=0.005)
-    assert vit_flops_per_tile(arch, trainable=True) / 256 / G == pytest.approx(140, abs=0.5)
+    assert vit_flops_per_tile(arch, 1025, trainable=True) / 256 / G == pytest.approx(140, abs=0.5)
 
 
 def test_xtuner_llama2_7b_published_figure():
@@ -138,13 +175,16 @@ def test_sample_flops_vlm_seed000_shape():
     """InternViT-6B + InternLM2-20B, LLM frozen, ViT and projector trainable: 8192 positions of
     which 13 tiles x 256 are image tokens."""
     dims = ModelDims(
-        llm=LLMS["internlm2-20b"], vit=VITS["internvit-6b-448px-v1-5"], projector_params=0.09e9
+        llm=LLMS["internlm2-20b"],
+        vit=VITS["internvit-6b-448px-v1-5"],
+        projector_params=0.09e9,
+        tile=TILE_448,
     )
     tr = Trainable(llm=False, vit=True, projector=True)
     got = sample_flops(dims, llm_tokens=8192, image_tokens=13 * 256, trainable=tr)
     want = (
         8192 * llm_flops_per_token(dims.llm, 8192, trainable="activations")
-        + 13 * vit_flops_per_tile(dims.vit, trainable=True)
+        + 13 * vit_flops_per_tile(dims.vit, 1025, trainable=True)
         + 13 * 256 * 6 * 0.09e9
     )
     assert got == pytest.approx(want)
@@ -152,12 +192,11 @@ def test_sample_flops_vlm_seed000_shape():
     assert got / 8192 / G == pytest.approx(148.7, abs=0.1)
 
 
-def test_dims_from_config_matches_table_and_names_missing():
+def test_model_spec_dims_match_table_and_missing_ones_are_named():
+    """The typed config carries launcher.flops.ModelDims; the tile comes from the image settings."""
     model = {
-        "arch": "internvl",
-        "force_image_size": 448,
-        "patch_size": 14,
-        "downsample_ratio": 0.5,
+        "name": "seed000", "engine": "internvl_chat", "arch": "internvl",
+        "force_image_size": 448, "patch_size": 14, "downsample_ratio": 0.5,
         "dims": {
             "vit": {"params": 5.53e9, "layers": 45, "hidden": 3200, "heads": 25, "intermediate": 12800},
             "llm": {"params": 19.86e9, "layers": 48, "hidden": 6144, "heads": 48, "kv_heads": 8,
@@ -165,10 +204,16 @@ def test_dims_from_config_matches_table_and_names_missing():
             "projector_params": 0.09e9,
         },
     }  # fmt: skip
-    dims = dims_from_config(model)
-    assert dims.llm == LLMS["internlm2-20b"]
-    assert dims.vit.tokens_per_tile == 1025 and dims.image_tokens_per_tile == 256
+    spec = lenient(ModelSpec, model, "model")
+    dims = check_countable(spec.flops_dims)
+    assert dims.llm == dataclasses.replace(LLMS["internlm2-20b"], params=19.86e9)
+    assert dims.tile == TILE_448 and spec.dims.tile is None
+    llava = lenient(ModelSpec, {**model, "arch": "llava", "force_image_size": 336}, "model")
+    assert llava.tile == Tile(vit_tokens=577, llm_tokens=576)  # every patch reaches the LLM
     with pytest.raises(ValueError) as e:
-        dims_from_config({"dims": {"llm": {"layers": 2, "hidden": 64}}})
+        check_countable(lenient(ModelDims, {"llm": {"layers": 2, "hidden": 64}}, "model.dims"))
     for key in ("heads", "kv_heads", "intermediate", "vocab"):
         assert f"model.dims.llm.{key}" in str(e.value)
+    problems = []
+    build(ModelDims, {"tile": {"vit_tokens": 1, "llm_tokens": 1}}, "model.dims", problems)
+    assert [p.setting for p in problems] == ["model.dims.tile"]  # derived, not a setting

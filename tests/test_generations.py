@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from launcher.config import compose as composing
+from launcher.config.convert import lenient
 from launcher.config.spec import ConfigError
-from launcher.flops import dims_from_config
+from launcher.flops import ModelDims
 from launcher.plan import site
 from launcher.submit.pipeline import plan_from_config
 
@@ -93,12 +94,12 @@ def test_config_carries_the_official_finetune_defaults(tmp_path, model):
 def test_dims_add_up_to_the_released_parameter_count(model):
     """The FLOPs count's weights (+ input embedding, once if tied) match the model's own
     parameter count within 3%: a wrong layer count, width or head_dim shows here."""
-    import yaml
+    from omegaconf import OmegaConf
 
-    raw = yaml.safe_load(
-        (Path(__file__).parents[1] / "conf" / "model" / f"{model}.yaml").read_text()
+    raw = OmegaConf.to_container(
+        OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / f"{model}.yaml")
     )
-    dims = dims_from_config(raw)
+    dims = lenient(ModelDims, raw["dims"], "model.dims")
     counted = dims.llm.matmul_params + dims.llm.hidden * dims.llm.vocab
     released = float(raw["dims"]["llm"]["params"])
     tied = abs(counted - dims.llm.hidden * dims.llm.vocab - released) / released < 0.03

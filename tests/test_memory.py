@@ -1,14 +1,16 @@
 """Memory pre-flight against DeepSpeed's own model-state estimators (the test may import
 deepspeed; launcher.plan.memory must not)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_flops import LLMS, TILE_448, VITS
 
-from launcher.flops import LLMS, VITS, ModelDims, Trainable
+from launcher.flops import ModelDims, Trainable
 from launcher.plan.memory import GIB, estimate, llm_activation_bytes, model_states
 
 ds2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
@@ -84,8 +86,8 @@ def test_activations_by_hand_and_checkpointing():
 
 def test_seed000_estimate_orders_configurations():
     dims = ModelDims(
-        llm=LLMS["internlm2-20b"], vit=VITS["internvit-6b-448px-v1-5"], projector_params=0.09e9,
-        llm_params=19.86e9,
+        llm=dataclasses.replace(LLMS["internlm2-20b"], params=19.86e9),
+        vit=VITS["internvit-6b-448px-v1-5"], projector_params=0.09e9, tile=TILE_448,
     )  # fmt: skip
     tr = Trainable(llm=False, vit=True, projector=True)
     kw = dict(trainable=tr, gpus_per_node=8, nodes=4, seq_len=8192, tiles_per_sample=13,

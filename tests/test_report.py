@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.report import columns
 from launcher.report.make import report
 
 FIX = Path(__file__).parent / "fixtures" / "logs"
@@ -109,3 +110,38 @@ def test_comparison_shows_only_settings_that_differ(sweep):
     assert "| 2 | 1 | 8 | 3 |" in text
     _, rows = report([sweep / "0", sweep / "1"], plots=False)  # same ZeRO stage: not named
     assert [r.config_label for r in rows] == ["0: pdb=2 ga=4", "1: pdb=4 ga=2"]
+
+
+def test_columns_have_one_key_and_one_place_each():
+    keys = [c.key for c in columns.COLUMNS]
+    places = [c.at for c in columns.COLUMNS if c.header]
+    assert len(set(keys)) == len(keys) and len(set(places)) == len(places)
+
+
+def test_a_metric_is_one_column(sweep, monkeypatch):
+    """One Column declaration puts a figure in report.md's table, metrics.csv and summary.json."""
+    lr = columns.Column(
+        key="peak_lr", value=lambda r: 2e-5, header="peak lr", at=75, fmt=".0e", summary=True
+    )
+    monkeypatch.setattr(columns, "COLUMNS", (*columns.COLUMNS, lr))
+    md, _ = report([sweep], plots=False)
+    head, first = md.read_text().splitlines()[2], md.read_text().splitlines()[4]
+    assert "| steps | peak lr | final loss |" in head and "| 2e-05 |" in first
+    csv_lines = (sweep / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].endswith(",verdict,peak_lr") and csv_lines[1].endswith(",2e-05")
+    assert json.loads((sweep / "0" / "summary.json").read_text())["peak_lr"] == 2e-5
+
+
+def test_an_old_run_config_still_reports(sweep):
+    """report types config.yaml through launcher.config.spec: settings an old run's config lacks
+    take the spec's defaults, and settings since removed are passed over."""
+    _, rows = report([sweep], plots=False)
+    mfu = rows[0].metrics.mfu
+    cfg = sweep / "0" / "config.yaml"
+    text = cfg.read_text()
+    for line in ("  force_image_size: 448\n", "  patch_size: 14\n", "  downsample_ratio: 0.5\n"):
+        assert line in text
+        text = text.replace(line, "")
+    cfg.write_text(text.replace("model:\n", "model:\n  a_removed_setting: 1\n", 1))
+    _, rows = report([sweep], plots=False)
+    assert rows[0].metrics.mfu == pytest.approx(mfu) and 0 < mfu < 1

@@ -63,11 +63,17 @@ def _convert(value: Any, tp: Any, where: str, problems: list[Problem]) -> Any:
     return value
 
 
+def settings(cls: Any) -> list[dataclasses.Field]:
+    """The fields of a spec dataclass that YAML sets: all but the derived ones
+    (launcher.flops.DERIVED), which are computed from other settings."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
+
+
 def build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[Problem]) -> Any:
     """`cls(**data)`, each field converted to its annotated type; what is wrong is appended to
     `problems` (settings named below `prefix`) and a stand-in value is used instead."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in settings(cls)}
     kwargs: dict[str, Any] = {}
     for key in data:
         if key not in fields:
@@ -86,3 +92,11 @@ def build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[Proble
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+def lenient(cls: type, data: Any, prefix: str) -> Any:
+    """`cls` from what a run recorded (its config.yaml), for reading what it used, never for
+    planning (`to_spec` is strict): settings added since then take their defaults, settings
+    since removed and wrongly typed ones are passed over, a missing required setting is None."""
+    problems: list[Problem] = []
+    return build(cls, data if isinstance(data, Mapping) else {}, prefix, problems)

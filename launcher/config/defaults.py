@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from launcher.config.convert import settings
 from launcher.config.spec import ClusterSpec, DataSpec, JobSpec, ModelSpec
 from launcher.config.tracking import TrackingSpec
 
@@ -34,7 +35,7 @@ YAML_OWN: dict[str, dict[str, Any]] = {
 def plain(value: Any) -> Any:
     """A default as YAML spells it: dataclasses as mappings, tuples as lists."""
     if dataclasses.is_dataclass(value):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in settings(value)}
     if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -54,9 +55,9 @@ def field_default(f: dataclasses.Field) -> Any:
 def base_config(name: str) -> dict[str, Any]:
     """Every setting of one group (or `job`: the top level) with its default."""
     if name == "job":
-        fields = [f for f in dataclasses.fields(JobSpec) if f.name not in GROUPS]
+        fields = [f for f in settings(JobSpec) if f.name not in GROUPS]
     else:
-        fields = list(dataclasses.fields(BASES[name]))
+        fields = settings(BASES[name])
     return {f.name: field_default(f) for f in fields} | YAML_OWN.get(name, {})
 
 

@@ -8,46 +8,15 @@ launcher.config.convert).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from launcher.config.convert import build
 from launcher.config.tracking import TrackingSpec
+from launcher.flops import ModelDims, Tile, Trainable
 from launcher.problems import ConfigError, Problem
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VitDims:
-    params: float = 0.0
-    """Parameter count of the vision encoder (the layers actually used)."""
-    layers: int = 0
-    hidden: int = 0
-    heads: int = 0
-    intermediate: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LlmDims:
-    params: float = 0.0
-    """Parameter count of the language model, embeddings included."""
-    layers: int = 0
-    hidden: int = 0
-    heads: int = 0
-    kv_heads: int = 0
-    head_dim: int = 0
-    """0: hidden / heads. Qwen3 sets it apart (0.6B: 16 heads x 128 on a 1024 hidden)."""
-    intermediate: int = 0
-    vocab: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Dims:
-    """Architecture numbers used for FLOPs, MFU and memory estimates (not for building models)."""
-
-    vit: VitDims = field(default_factory=VitDims)
-    llm: LlmDims = field(default_factory=LlmDims)
-    projector_params: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +111,8 @@ class ModelSpec:
     mindspeed_mm_dir: str | None = None
     """Where mm-convert hf_to_mm writes the converted weights; null: RUN_DIR/mindspeed/mm-<split>."""
     mindspeed: MindSpeedModel = field(default_factory=MindSpeedModel)
-    dims: Dims = field(default_factory=Dims)
+    dims: ModelDims = field(default_factory=ModelDims)
+    """Architecture numbers for FLOPs, MFU and memory estimates (launcher.flops)."""
 
     @property
     def max_tiles(self) -> int:
@@ -157,6 +127,29 @@ class ModelSpec:
     def num_image_token(self) -> int:
         grid = self.force_image_size // self.patch_size
         return int(grid * grid * self.downsample_ratio**2)
+
+    @property
+    def tile(self) -> Tile:
+        """How one tile enters the model: ViT tokens (+ CLS) and the LLM tokens it becomes
+        (LLaVA's projector keeps every patch; InternVL pixel-shuffles them)."""
+        grid = self.force_image_size // self.patch_size
+        llm = grid * grid if self.arch == "llava" else self.num_image_token
+        return Tile(vit_tokens=grid * grid + 1, llm_tokens=llm)
+
+    @property
+    def flops_dims(self) -> ModelDims:
+        """`dims` with the tile geometry: what FLOPs and memory estimates count with."""
+        return dataclasses.replace(self.dims, tile=self.tile)
+
+    @property
+    def trainable(self) -> Trainable:
+        """Which parts get weight gradients. A LoRA-wrapped part counts as frozen: its base
+        weights get none, and the adapters' own FLOPs are small enough to leave out."""
+        return Trainable(
+            llm=not self.freeze_llm and not self.use_llm_lora,
+            vit=not self.freeze_backbone and not self.use_backbone_lora,
+            projector=not self.freeze_mlp,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -152,10 +152,10 @@ def llm_activation_bytes(dims: ModelDims, tokens: float, *, checkpointing: bool)
 
 def vit_activation_bytes(dims: ModelDims, tiles: float, *, trainable: bool, checkpointing: bool):
     vit = dims.vit
-    if vit is None or not tiles:
+    if not dims.has_vit or not tiles:
         return 0.0
-    tokens = tiles * vit.tokens_per_tile
-    per_layer = 2 * (8 * vit.hidden + 2 * vit.intermediate)
+    tokens = tiles * dims.vit_tokens_per_tile()
+    per_layer = 2 * (8 * vit.hidden + 2 * vit.ffn)
     if not trainable:
         return tokens * per_layer
     if checkpointing:
@@ -184,7 +184,7 @@ def estimate(
 
     tokens_per_sample: the LLM sequence a sample really has (batches pad to their longest);
     None: seq_len, the bound."""
-    vit_p = dims.vit.matmul_params if dims.vit else 0.0
+    vit_p = dims.vit.matmul_params if dims.has_vit else 0.0
     llm_p = dims.llm_total_params
     total = llm_p + vit_p + dims.projector_params
     trainable_p = (

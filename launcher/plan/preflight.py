@@ -8,7 +8,6 @@ interpreter, when this machine has it; else as a prepare step on node 0.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -26,15 +25,14 @@ from launcher.rundir import RunDir
 
 def memory_estimate(spec: JobSpec, derived: Derived):
     """Per-device memory estimate (launcher/plan/memory.py, docs/MEMORY.md); None without dims."""
-    from launcher.flops import dims_from_config, trainable_from_config
+    from launcher.flops import check_countable
     from launcher.plan import memory
     from launcher.plan.lengths import sample_tokens
 
     if spec.parallelism.model_parallel_size > 1 or spec.model.engine == "mindspeed":
         return None  # ZeRO model states; pipeline/tensor sharding is not modelled (docs/MEMORY.md)
-    model = dataclasses.asdict(spec.model)
     try:
-        dims = dims_from_config(model)
+        dims = check_countable(spec.model.flops_dims)
     except ValueError:
         return None
     m = spec.model
@@ -45,7 +43,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
         seq_len = tokens
     return memory.estimate(
         dims,
-        trainable=trainable_from_config(model),
+        trainable=m.trainable,
         zero_stage=spec.parallelism.zero_stage,
         gpus_per_node=derived.gpus_per_node,
         nodes=derived.nodes,

@@ -12,7 +12,6 @@ model on the same hw under runs_root, else from hw peak x an MFU assumption (sta
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -145,7 +144,7 @@ def measured_rate(spec: JobSpec, derived: Derived) -> tuple[float, str] | None:
 def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str | None:
     """Expected training time: from an earlier run of this model on this hw when there is one,
     else from hw peak x ASSUMED_MFU (None without model dims)."""
-    from launcher.flops import dims_from_config, sample_flops, trainable_from_config
+    from launcher.flops import check_countable, sample_flops
     from launcher.plan.lengths import sample_tokens
 
     steps = optimizer_steps(spec, derived, samples)
@@ -157,13 +156,12 @@ def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str |
         return f"expected duration: about {_human(seconds)} ({measured[1]})"
     if not spec.hw.peak_tflops:
         return None
-    model = dataclasses.asdict(spec.model)
     try:
-        dims = dims_from_config(model)
+        dims = check_countable(spec.model.flops_dims)
     except ValueError:
         return None
     tokens, _ = sample_tokens(spec)
-    flops = sample_flops(dims, llm_tokens=tokens, trainable=trainable_from_config(model))
+    flops = sample_flops(dims, llm_tokens=tokens, trainable=spec.model.trainable)
     rate = derived.world_size * spec.hw.peak_tflops * 1e12 * ASSUMED_MFU
     seconds = steps * derived.global_batch_size * flops / rate
     return (

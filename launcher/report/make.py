@@ -10,7 +10,6 @@ existing keys).
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Sequence
@@ -18,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.config.convert import lenient
+from launcher.config.spec import BenchmarkSpec, HwSpec, ModelSpec
 from launcher.contract import Plan
-from launcher.flops import ALL_TRAINABLE, dims_from_config, trainable_from_config
+from launcher.flops import ALL_TRAINABLE, check_countable
 from launcher.report.collect import LogError, load
 from launcher.report.collect.metrics import Metrics, compute
+from launcher.report.columns import TGS_HEADER, fmt, render_csv, summary_figures, table
 from launcher.report.compare import label_rows, markdown, run_settings
 from launcher.report.sections import report_section
 from launcher.report.verdict import Verdict, verdict
@@ -77,24 +79,47 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
     return out
 
 
-def _load_config(run: RunDir) -> dict[str, Any]:
-    if not run.config_yaml.is_file():
-        return {}
-    import yaml
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A run's config.yaml: as written (the settings runs are compared on) and typed
+    (launcher.config.spec) for what report computes with."""
 
-    return yaml.safe_load(run.config_yaml.read_text()) or {}
+    settings: dict[str, Any] = field(default_factory=dict)
+    model: ModelSpec | None = None
+    hw: HwSpec | None = None
+    benchmark: BenchmarkSpec = field(default_factory=BenchmarkSpec)
+
+    @classmethod
+    def read(cls, run: RunDir) -> RunConfig:
+        """Typed the way the launcher read it (OmegaConf: 0.30e9 is a number); an old run's
+        config that lacks newer settings still reads (their defaults fill in)."""
+        if not run.config_yaml.is_file():
+            return cls()
+        import yaml
+        from omegaconf import OmegaConf
+
+        text = run.config_yaml.read_text()
+        raw = yaml.safe_load(text) or {}
+        typed = OmegaConf.to_container(OmegaConf.create(text)) if raw else {}
+        model, hw = typed.get("model"), typed.get("hw")
+        return cls(
+            settings=raw,
+            model=lenient(ModelSpec, model, "model") if model else None,
+            hw=lenient(HwSpec, hw, "hw") if hw else None,
+            benchmark=lenient(BenchmarkSpec, typed.get("benchmark"), "benchmark"),
+        )
 
 
 def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     """One table row: the run's shape (plan.json or flags), its log's metrics and verdict."""
     row = Row(name=path.name if path.is_dir() else path.stem, path=path)
-    cfg: dict[str, Any] = {}
+    cfg = RunConfig()
     infeasible = False
     seq_len = ov.seq_len
     row.world_size, row.global_batch = ov.gpus, ov.global_batch_size
     if kind == "run":
         run = RunDir(path)
-        plan, cfg = Plan.load(run.root), _load_config(run)
+        plan, cfg = Plan.load(run.root), RunConfig.read(run)
         d = plan.derived
         row.nodes, row.gpus_per_node = d.nodes, d.gpus_per_node
         row.world_size = ov.gpus or d.world_size
@@ -103,19 +128,19 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         row.global_batch = ov.global_batch_size or d.global_batch_size
         row.zero_stage, row.hw = plan.zero_stage, plan.hw
         seq_len = ov.seq_len or plan.seq_len
-        row.settings = run_settings(cfg, row)
+        row.settings = run_settings(cfg.settings, row)
         ended = run.summary() or {}
         if str(ended.get("action", "")).startswith("point infeasible"):
             # the point's verdict whatever its log shows (an OOM mid-run still logged steps)
             infeasible = True
             row.notes.append(f"infeasible, not retried: {ended.get('reason')}")
-    peak = ov.peak_tflops or (cfg.get("hw") or {}).get("peak_tflops")
-    target = (cfg.get("benchmark") or {}).get("target") or {}
-    model = cfg.get("model") or {}
+    peak = ov.peak_tflops or (cfg.hw and cfg.hw.peak_tflops)
+    target = cfg.benchmark.target
+    model = cfg.model
     dims = None
-    if model:
+    if model is not None:
         try:
-            dims = dims_from_config(model)
+            dims = check_countable(model.flops_dims)
         except ValueError as e:
             row.notes.append(f"no MFU: {e}")
     elif kind == "log":
@@ -134,7 +159,7 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
         global_batch_size=row.global_batch,
         summary=log.summary,
         dims=dims,
-        trainable=trainable_from_config(model) if model else ALL_TRAINABLE,
+        trainable=model.trainable if model is not None else ALL_TRAINABLE,
         peak_tflops=peak,
         min_steps=int(target.get("tgs_window_steps", 15)),
     )
@@ -145,51 +170,11 @@ def analyse(kind: str, path: Path, ov: Overrides) -> Row:
     return row
 
 
-def _f(x: float | None, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def _shape(r: Row) -> str:
-    if r.nodes and r.gpus_per_node:
-        return f"{r.nodes} x {r.gpus_per_node}"
-    return f"? x ? ({r.world_size})" if r.world_size else "-"
-
-
-COLUMNS = (
-    "run", "nodes x gpus", "per-device batch", "accum", "global batch", "zero", "steps",
-    "final loss", "TGS (samples/s x seq_len / devices)", "real tokens/s/device", "SPS",
-    "TPS/device", "MFU", "step p50/p95 (s)", "peak mem (GB)", "verdict",
-)  # fmt: skip
-
-
 def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[str] = ()) -> str:
     """The report table, notes per run, and links to the plots (paths relative to report.md)."""
     out = io.StringIO()
     out.write("# Training report\n\n")
-    out.write("| " + " | ".join(COLUMNS) + " |\n")
-    out.write("|" + "---|" * len(COLUMNS) + "\n")
-    for r in rows:
-        m = r.metrics
-        cells = [
-            r.name,
-            _shape(r),
-            _f(r.per_device_batch, "d"),
-            _f(r.accum, "d"),
-            _f(r.global_batch, "d"),
-            _f(r.zero_stage, "d"),
-            _f(m and m.steps, "d"),
-            _f(m and m.final_loss, ".4f"),
-            _f(m and m.tgs, ".1f"),
-            _f(m and m.tokens_per_sec_per_device, ".1f"),
-            _f(m and m.sps, ".2f"),
-            _f(m and m.tps_per_device, ".1f"),
-            _f(m.mfu * 100 if m and m.mfu is not None else None, ".1f")
-            + ("%" if m and m.mfu else ""),
-            f"{_f(m and m.step_time_p50, '.2f')} / {_f(m and m.step_time_p95, '.2f')}",
-            _f(m and m.peak_mem_gb, ".1f"),
-            r.verdict.label,
-        ]
-        out.write("| " + " | ".join(cells) + " |\n")
+    out.write(table(rows))
     out.write(markdown(rows, differ) + "\n## Notes\n\n")
     for r in rows:
         m = r.metrics
@@ -207,7 +192,7 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[
             if m.image_tokens_per_sec_per_device is not None:
                 bits.append(
                     f"image/text tokens/s/device {m.image_tokens_per_sec_per_device:.1f} / "
-                    f"{_f(m.text_tokens_per_sec_per_device, '.1f')}"
+                    f"{fmt(m.text_tokens_per_sec_per_device, '.1f')}"
                 )
         bits.append(f"verdict: {r.verdict.reason}")
         bits += r.notes
@@ -215,48 +200,6 @@ def render_markdown(rows: Sequence[Row], plots: Sequence[str], differ: Sequence[
     if plots:
         out.write("\n## Plots\n\n" + "".join(f"![{p}]({p})\n" for p in plots))
     return out.getvalue()
-
-
-CSV_FIELDS = (
-    "run", "log", "nodes", "gpus_per_node", "world_size", "per_device_batch", "accum",
-    "global_batch", "zero_stage", "hw", "steps", "final_loss", "tgs", "tgs_steps",
-    "tgs_definition", "tokens_per_sec_per_device", "tokens_per_sec_per_device_source",
-    "image_tokens_per_sec_per_device",
-    "text_tokens_per_sec_per_device", "sps", "sps_window", "tps_per_device", "step_time_p50",
-    "step_time_p95", "peak_mem_gb", "tflops_per_device", "mfu", "xtuner_tflops",
-    "data_time_share", "verdict",
-)  # fmt: skip
-
-
-def _csv_value(x: Any) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float):
-        return format(x, ".6g")
-    return str(x)
-
-
-def render_csv(rows: Sequence[Row]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_FIELDS)
-    for r in rows:
-        m = r.metrics
-        own = {
-            "run": r.name,
-            "log": r.kind,
-            "nodes": r.nodes,
-            "gpus_per_node": r.gpus_per_node,
-            "world_size": r.world_size,
-            "per_device_batch": r.per_device_batch,
-            "accum": r.accum,
-            "global_batch": r.global_batch,
-            "zero_stage": r.zero_stage,
-            "hw": r.hw,
-            "verdict": r.verdict.label,
-        }
-        w.writerow([_csv_value(own[k] if k in own else getattr(m, k, None)) for k in CSV_FIELDS])
-    return buf.getvalue()
 
 
 def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
@@ -282,7 +225,7 @@ def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
         plt.close(fig)
         written.append("loss.png")
     for name, get, unit in (
-        ("tgs", lambda m: m.tgs, "TGS (samples/s x seq_len / devices)"),
+        ("tgs", lambda m: m.tgs, TGS_HEADER),
         ("mfu", lambda m: m.mfu * 100 if m.mfu is not None else None, "MFU (%)"),
     ):
         bars = [
@@ -308,28 +251,7 @@ def update_summary(row: Row) -> bool:
     """Add the metrics to a run dir's summary.json; False when the run has not ended."""
     if row.metrics is None:
         return False
-    m = row.metrics
-    return RunDir(row.path).update_summary(
-        dict(
-            steps=m.steps,
-            final_loss=m.final_loss,
-            tgs=m.tgs,
-            tgs_reason=m.tgs_reason,
-            tokens_per_sec_per_device=m.tokens_per_sec_per_device,
-            **m.throughput_labels,
-            sps=m.sps,
-            sps_window=m.sps_window,
-            tps_per_device=m.tps_per_device,
-            mfu=m.mfu,
-            tflops_per_device=m.tflops_per_device,
-            step_time_p50=m.step_time_p50,
-            step_time_p95=m.step_time_p95,
-            peak_mem_gb=m.peak_mem_gb,
-            data_time_share=m.data_time_share,
-            verdict=row.verdict.label,
-            verdict_reason=row.verdict.reason,
-        )
-    )
+    return RunDir(row.path).update_summary(summary_figures(row))
 
 
 def report(

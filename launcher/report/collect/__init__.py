@@ -8,6 +8,6 @@ text_tokens, samples, peak_mem_gb, tflops (XTuner's own figure), tokens_per_sec_
 """
 
 from launcher.report.collect.detect import detect, find_log, load
-from launcher.report.collect.records import LogError, ParsedLog
+from launcher.report.collect.records import LogError, ParsedLog, final_loss
 
-__all__ = ["LogError", "ParsedLog", "detect", "find_log", "load"]
+__all__ = ["LogError", "ParsedLog", "detect", "final_loss", "find_log", "load"]

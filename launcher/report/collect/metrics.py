@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.flops import ALL_TRAINABLE, ModelDims, Trainable, llm_flops_per_token, sample_flops
+from launcher.report.collect.records import final_loss
 
 # The two throughput figures, labelled wherever they are written (summary, report, CSV).
 TGS_DEFINITION = "seed 000 formula: samples/s x seq_len / devices (padding counted)"
@@ -73,14 +74,6 @@ class Metrics:
         out = [tgs if self.tgs is not None else f"no TGS: {self.tgs_reason}"]
         real = self.tokens_per_sec_per_device_source
         return out + ([f"real tokens/s/device: {real}"] if real else [])
-
-    @property
-    def throughput_labels(self) -> dict[str, str | None]:
-        """What each throughput figure counts, written beside them (summary, CSV, report)."""
-        return {
-            "tgs_definition": self.tgs_definition,
-            "tokens_per_sec_per_device_source": self.tokens_per_sec_per_device_source,
-        }
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -138,6 +131,178 @@ def seed_sps(
     return sps, label, tps
 
 
+Weighted = list[tuple[dict[str, Any], int]]
+"""(record, how many steps it stands for), in step order."""
+
+
+def weigh(records: Sequence[dict[str, Any]]) -> Weighted:
+    """Each record with the steps since the previous one; the first stands for one interval
+    (an excerpt starting at iter 360 of a log written every 10 iters weighs 10, not 360)."""
+    recs = sorted(records, key=lambda r: r["step"])
+    if not recs:
+        return []
+    first_gap = recs[1]["step"] - recs[0]["step"] if len(recs) > 1 else recs[0]["step"]
+    out, prev = [], recs[0]["step"] - first_gap
+    for r in recs:
+        out.append((r, max(r["step"] - prev, 1)))
+        prev = r["step"]
+    return out
+
+
+def _rate(r: dict[str, Any], global_batch_size: int | None) -> float | None:
+    """Samples/s of one step: the log's own figure, else samples (or the batch) / step time."""
+    if "samples_per_sec" in r:
+        return r["samples_per_sec"]
+    if r.get("step_time"):
+        if "samples" in r:
+            return r["samples"] / r["step_time"]
+        if global_batch_size:
+            return global_batch_size / r["step_time"]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Tgs:
+    tgs: float | None = None
+    source: str | None = None
+    reason: str | None = None
+    steps: int = 0
+
+
+def tgs(
+    weighted: Weighted,
+    *,
+    gpus: int | None,
+    seq_len: int | None,
+    global_batch_size: int | None,
+    summary: dict[str, Any] | None,
+    steps: int,
+    warmup_steps: int,
+    min_steps: int,
+) -> _Tgs:
+    """TGS over the steps after warm-up, or why there is none (module docstring)."""
+    window = [(r, w) for r, w in weighted if r["step"] > warmup_steps]
+    covered = sum(w for _, w in window)
+    rates = [(x, w) for r, w in window if (x := _rate(r, global_batch_size)) is not None]
+    rated = sum(w for _, w in rates)
+    if not gpus or not seq_len:
+        return _Tgs(reason="needs the number of devices and seq_len", steps=covered)
+    if rated >= min_steps:
+        source = f"mean samples/s over steps {warmup_steps + 1}..{steps}"
+        return _Tgs(_weighted_mean(rates) * seq_len / gpus, source, steps=rated)
+    if not rates and summary and "train_samples_per_second" in summary and covered >= min_steps:
+        source = "train_samples_per_second of the final summary (includes startup and saving)"
+        return _Tgs(summary["train_samples_per_second"] * seq_len / gpus, source, steps=covered)
+    if not rates and not global_batch_size and any(r.get("step_time") for r, _ in weighted):
+        return _Tgs(
+            reason="the log has step times but no samples; give the global batch size",
+            steps=covered,
+        )
+    reason = (
+        f"only {rated} step(s) with a throughput figure after the {warmup_steps} warm-up "
+        f"step(s); TGS needs at least {min_steps}"
+    )
+    return _Tgs(reason=reason, steps=covered)
+
+
+def _per_device(window: Weighted, key: str, gpus: int | None) -> float | None:
+    """Sum of `key` over the window / its step time / devices."""
+    rows = [(r, w) for r, w in window if key in r and r.get("step_time")]
+    time = sum(r["step_time"] * w for r, w in rows)
+    if not rows or not gpus or not time:
+        return None
+    return sum(r[key] * w for r, w in rows) / time / gpus
+
+
+def _xtuner_tokens(window: Weighted) -> float | None:
+    """XTuner's own tokens/s/device (padded text tokens) over the window."""
+    return _weighted_mean(
+        [(r["tokens_per_sec_per_device"], w) for r, w in window if "tokens_per_sec_per_device" in r]
+    )
+
+
+def tokens_per_device(window: Weighted, gpus: int | None) -> tuple[float | None, str | None]:
+    """(real tokens/s per device, what it counts): measured tokens, else the trainer's job-wide
+    tokens/s, else XTuner's per-device figure."""
+    tok = _per_device(window, "tokens", gpus)
+    if tok is not None:
+        return tok, REAL_TOKENS
+    job = [(r["tokens_per_sec"], w) for r, w in window if "tokens_per_sec" in r]
+    if gpus and job:
+        return _weighted_mean(job) / gpus, "the trainer's non-padding tokens/s / devices"
+    xt = _xtuner_tokens(window)
+    if xt is not None:
+        return xt, "XTuner's tokens/s/device (padded text tokens, images not counted)"
+    return None, None
+
+
+def model_tflops(
+    window: Weighted,
+    *,
+    dims: ModelDims | None,
+    trainable: Trainable,
+    gpus: int | None,
+    seq_len: int | None,
+    tgs: float | None,
+) -> tuple[float | None, str | None]:
+    """(model TFLOPs per device, what they were counted from); see launcher.flops."""
+    if dims is None or not gpus:
+        return None, None
+    measured = [
+        (r, w) for r, w in window if r.get("tokens") and r.get("samples") and r.get("step_time")
+    ]
+    if measured:
+        flops = sum(
+            w
+            * r["samples"]
+            * sample_flops(
+                dims,
+                llm_tokens=r["tokens"] / r["samples"],
+                image_tokens=r.get("image_tokens", 0.0) / r["samples"],
+                trainable=trainable,
+            )
+            for r, w in measured
+        )
+        time = sum(r["step_time"] * w for r, w in measured)
+        return flops / time / gpus / 1e12, "measured tokens (LLM + ViT + projector)"
+    xt_tok = _xtuner_tokens(window)
+    if xt_tok is not None and seq_len:
+        mode = "full" if trainable.llm else "activations"
+        per_token = llm_flops_per_token(dims.llm, seq_len, trainable=mode)
+        return xt_tok * per_token / 1e12, "XTuner text tokens/s x LLM FLOPs/token (ViT not counted)"
+    if tgs is not None:
+        per_token = sample_flops(dims, llm_tokens=seq_len, trainable=trainable) / seq_len
+        basis = "TGS x LLM FLOPs/token at seq_len (log has no token counts; ViT not counted)"
+        return tgs * per_token / 1e12, basis
+    return None, None
+
+
+def step_times(window: Weighted, weighted: Weighted) -> list[float]:
+    """Step times over the window (every step when the run is all warm-up)."""
+    return [r["step_time"] for r, _ in (window or weighted) if r.get("step_time")]
+
+
+def data_time_share(window: Weighted) -> float | None:
+    """Sum of data-loading time / sum of step time over the window."""
+    data = [
+        (r["data_time"] * w, r["step_time"] * w)
+        for r, w in window
+        if "data_time" in r and r.get("step_time")
+    ]
+    return sum(d for d, _ in data) / sum(t for _, t in data) if data else None
+
+
+def train_hours(
+    weighted: Weighted, times: list[float], summary: dict[str, Any] | None
+) -> float | None:
+    """HF's train_runtime when the log ends with it, else the sum of the step times."""
+    if summary and "train_runtime" in summary:
+        return summary["train_runtime"] / 3600
+    if times:
+        return sum(r["step_time"] * w for r, w in weighted if r.get("step_time")) / 3600
+    return None
+
+
 def compute(
     records: Sequence[dict[str, Any]],
     *,
@@ -152,152 +317,56 @@ def compute(
     min_steps: int = 15,
 ) -> Metrics:
     """Metrics for one run (see the module docstring for each definition)."""
-    notes: list[str] = []
-    recs = sorted(records, key=lambda r: r["step"])
-    # A record stands for the steps since the previous one; the first for one interval
-    # (an excerpt starting at iter 360 of a log written every 10 iters weighs 10, not 360).
-    first_gap = (
-        recs[1]["step"] - recs[0]["step"] if len(recs) > 1 else recs[0]["step"] if recs else 0
-    )
-    weighted, prev = [], (recs[0]["step"] - first_gap if recs else 0)
-    for r in recs:
-        weighted.append((r, max(r["step"] - prev, 1)))
-        prev = r["step"]
+    weighted = weigh(records)
     window = [(r, w) for r, w in weighted if r["step"] > warmup_steps]
-    covered = sum(w for _, w in window)
-    losses = [r["loss"] for r in recs if "loss" in r]
-    steps = recs[-1]["step"] if recs else 0
-
-    def rate(r: dict) -> float | None:
-        if "samples_per_sec" in r:
-            return r["samples_per_sec"]
-        if r.get("step_time"):
-            if "samples" in r:
-                return r["samples"] / r["step_time"]
-            if global_batch_size:
-                return global_batch_size / r["step_time"]
-        return None
-
-    # TGS
-    tgs = tgs_source = tgs_reason = None
-    rates = [(x, w) for r, w in window if (x := rate(r)) is not None]
-    rated = sum(w for _, w in rates)
-    if not gpus or not seq_len:
-        tgs_reason = "needs the number of devices and seq_len"
-    elif rated >= min_steps:
-        tgs = _weighted_mean(rates) * seq_len / gpus
-        tgs_source = f"mean samples/s over steps {warmup_steps + 1}..{steps}"
-    elif not rates and summary and "train_samples_per_second" in summary and covered >= min_steps:
-        tgs = summary["train_samples_per_second"] * seq_len / gpus
-        tgs_source = "train_samples_per_second of the final summary (includes startup and saving)"
-    elif not rates and not global_batch_size and any(r.get("step_time") for r in recs):
-        tgs_reason = "the log has step times but no samples; give the global batch size"
-    else:
-        tgs_reason = (
-            f"only {rated} step(s) with a throughput figure after the {warmup_steps} warm-up "
-            f"step(s); TGS needs at least {min_steps}"
-        )
-
-    # tokens/s per device
-    def per_device(key: str) -> float | None:
-        rows = [(r, w) for r, w in window if key in r and r.get("step_time")]
-        time = sum(r["step_time"] * w for r, w in rows)
-        if not rows or not gpus or not time:
-            return None
-        return sum(r[key] * w for r, w in rows) / time / gpus
-
-    tok = per_device("tokens")
-    tok_source = REAL_TOKENS if tok is not None else None
-    if tok is None and gpus:
-        job = [(r["tokens_per_sec"], w) for r, w in window if "tokens_per_sec" in r]
-        tok = _weighted_mean(job) / gpus if job else None
-        tok_source = "the trainer's non-padding tokens/s / devices" if job else None
-    xt_tok = [
-        (r["tokens_per_sec_per_device"], w) for r, w in window if "tokens_per_sec_per_device" in r
-    ]
-    if tok is None and xt_tok:
-        tok = _weighted_mean(xt_tok)
-        tok_source = "XTuner's tokens/s/device (padded text tokens, images not counted)"
+    steps = weighted[-1][0]["step"] if weighted else 0
+    rate = tgs(
+        weighted,
+        gpus=gpus,
+        seq_len=seq_len,
+        global_batch_size=global_batch_size,
+        summary=summary,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        min_steps=min_steps,
+    )
+    tok, tok_source = tokens_per_device(window, gpus)
+    notes = []
+    if tok_source and tok_source.startswith("XTuner"):
         notes.append(
             "tokens/s per device is XTuner's (padded text tokens, image tokens not counted)"
         )
-    img, txt = per_device("image_tokens"), per_device("text_tokens")
-
-    times = [r["step_time"] for r, _ in (window or weighted) if r.get("step_time")]
-    p50 = _percentile(times, 50) if times else None
-    p95 = _percentile(times, 95) if times else None
-    mems = [r["peak_mem_gb"] for r in recs if "peak_mem_gb" in r]
-    xt_tf = [(r["tflops"], w) for r, w in window if "tflops" in r]
-    data = [
-        (r["data_time"] * w, r["step_time"] * w)
-        for r, w in window
-        if "data_time" in r and r.get("step_time")
-    ]
-    data_share = sum(d for d, _ in data) / sum(t for _, t in data) if data else None
-
-    # model FLOPs
-    tflops = basis = None
-    if dims is not None and gpus:
-        measured = [
-            (r, w) for r, w in window if r.get("tokens") and r.get("samples") and r.get("step_time")
-        ]
-        if measured:
-            flops = sum(
-                w
-                * r["samples"]
-                * sample_flops(
-                    dims,
-                    llm_tokens=r["tokens"] / r["samples"],
-                    image_tokens=r.get("image_tokens", 0.0) / r["samples"],
-                    trainable=trainable,
-                )
-                for r, w in measured
-            )
-            tflops = flops / sum(r["step_time"] * w for r, w in measured) / gpus / 1e12
-            basis = "measured tokens (LLM + ViT + projector)"
-        elif xt_tok and seq_len:
-            mode = "full" if trainable.llm else "activations"
-            tflops = (
-                _weighted_mean(xt_tok)
-                * llm_flops_per_token(dims.llm, seq_len, trainable=mode)
-                / 1e12
-            )
-            basis = "XTuner text tokens/s x LLM FLOPs/token (ViT not counted)"
-        elif tgs is not None:
-            per_token = sample_flops(dims, llm_tokens=seq_len, trainable=trainable) / seq_len
-            tflops = tgs * per_token / 1e12
-            basis = "TGS x LLM FLOPs/token at seq_len (log has no token counts; ViT not counted)"
-    mfu = tflops / peak_tflops if tflops is not None and peak_tflops else None
-
-    hours = None
-    if summary and "train_runtime" in summary:
-        hours = summary["train_runtime"] / 3600
-    elif times:
-        hours = sum(r["step_time"] * w for r, w in weighted if r.get("step_time")) / 3600
-
+    tflops, basis = model_tflops(
+        window, dims=dims, trainable=trainable, gpus=gpus, seq_len=seq_len, tgs=rate.tgs
+    )
+    times = step_times(window, weighted)
+    mems = [r["peak_mem_gb"] for r, _ in weighted if "peak_mem_gb" in r]
     sps, sps_window, tps = seed_sps(
-        recs, gpus=gpus, global_batch_size=global_batch_size, warmup_steps=warmup_steps
+        [r for r, _ in weighted],
+        gpus=gpus,
+        global_batch_size=global_batch_size,
+        warmup_steps=warmup_steps,
     )
     return Metrics(
         steps=steps,
-        final_loss=losses[-1] if losses else None,
-        tgs=tgs,
-        tgs_steps=rated if tgs_source and tgs_source.startswith("mean") else covered,
-        tgs_source=tgs_source,
-        tgs_reason=tgs_reason,
+        final_loss=final_loss(records),
+        tgs=rate.tgs,
+        tgs_steps=rate.steps,
+        tgs_source=rate.source,
+        tgs_reason=rate.reason,
         tokens_per_sec_per_device=tok,
         tokens_per_sec_per_device_source=tok_source,
-        image_tokens_per_sec_per_device=img,
-        text_tokens_per_sec_per_device=txt,
-        step_time_p50=p50,
-        step_time_p95=p95,
+        image_tokens_per_sec_per_device=_per_device(window, "image_tokens", gpus),
+        text_tokens_per_sec_per_device=_per_device(window, "text_tokens", gpus),
+        step_time_p50=_percentile(times, 50) if times else None,
+        step_time_p95=_percentile(times, 95) if times else None,
         peak_mem_gb=max(mems) if mems else None,
         tflops_per_device=tflops,
-        mfu=mfu,
+        mfu=tflops / peak_tflops if tflops is not None and peak_tflops else None,
         mfu_basis=basis,
-        xtuner_tflops=_weighted_mean(xt_tf),
-        data_time_share=data_share,
-        train_hours=hours,
+        xtuner_tflops=_weighted_mean([(r["tflops"], w) for r, w in window if "tflops" in r]),
+        data_time_share=data_time_share(window),
+        train_hours=train_hours(weighted, times, summary),
         notes=notes,
         sps=sps,
         sps_window=sps_window,
