@@ -136,6 +136,9 @@ class Plan:
     """The node pre-flight (launcher.node.nodecheck.plan_record), when the run asks for one."""
     megatron: Mapping[str, Any] | None = None
     """engine=mindspeed: its Megatron layout record (engines/mindspeed plan_record)."""
+    engine_env: str | None = None
+    """The environment the engine runs from on the nodes (XTuner's: its `xtuner`, its python),
+    when not `python`'s (Engine.own_env); in plan.json only when set."""
     wrapper_argv: tuple[str, ...] | None = None
     memory_estimate: MemoryEstimate | None = None
     provenance: Mapping[str, Any] | None = None
@@ -183,6 +186,8 @@ class Plan:
             out["preflight"] = self.preflight
         if self.megatron is not None:
             out["megatron"] = self.megatron
+        if self.engine_env is not None:
+            out["engine_env"] = self.engine_env
         if self.wrapper_argv is not None:
             out["wrapper_argv"] = list(self.wrapper_argv)
         mem = self.memory_estimate
@@ -237,6 +242,7 @@ class Plan:
             reliability=r.get("reliability"),
             preflight=r.get("preflight"),
             megatron=megatron,
+            engine_env=r.get("engine_env"),
             wrapper_argv=tuple(wrapper) if wrapper is not None else None,
             memory_estimate=MemoryEstimate(**mem) if mem else None,
             provenance=r.get("provenance"),

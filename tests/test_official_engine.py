@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher.config import compose as composing
+from launcher.contract import Plan
 from launcher.engines.internvl import OFFICIAL_DATA_ARGS, OFFICIAL_MODEL_ARGS, TRAINING_ARGS
 from launcher.submit.pipeline import plan_from_config
 
@@ -220,15 +221,16 @@ def test_judge_completed_despite_abort_at_exit(tmp_path: Path):
 
     run = RunDir(tmp_path / "run")
     run.materialize(plan_files(tiny_official(tmp_path, "pin", "dry_run=true")))
+    batch = Plan.load(run.root).derived.global_batch_size
     run.node_log(0).parent.mkdir(parents=True, exist_ok=True)
     run.node_log(0).write_text(HF_LOG)
-    assert not judge(run, 134).ok  # no final model yet: a failure
+    assert not judge(run, 134, batch).ok  # no final model yet: a failure
     rows = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines()]
     assert [(r["step"], r["loss"], r["samples"]) for r in rows] == [(1, 6.9, 4), (2, 6.5, 4)]
     assert rows[0]["samples_per_sec"] == pytest.approx(8.0)  # global batch 4 at 2 it/s
     run.output_dir.mkdir(parents=True, exist_ok=True)
     (run.output_dir / "model.safetensors").write_bytes(b"x")
-    outcome = judge(run, 134)
+    outcome = judge(run, 134, batch)
     assert outcome.ok and "terminate called" in outcome.reason and "134" in outcome.reason
 
 

@@ -277,7 +277,7 @@ def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, 
     monkeypatch.setenv("FAKE_PRETRAIN_DIE_AFTER", "4")
     assert run_node(str(run.root), Rendezvous(0, 1, "127.0.0.1", free_port())) == 1
     ended(run, status="")  # the local job that ran it has gone; summary.json says failed
-    assert last_step(run.output_dir, "mindspeed") == 3
+    assert last_step(run, "mindspeed") == 3
     monkeypatch.delenv("FAKE_PRETRAIN_DIE_AFTER")
     monkeypatch.setenv("PYTHONPATH", ascend_env(dict(os.environ))["PYTHONPATH"])  # torch_npu
     r = launch("resume", str(run.root), "dry_run=false", "wait=true")

@@ -235,6 +235,7 @@ def test_seed_003_run_ends_in_the_official_layout(tiny_internvl: Path, tmp_path:
     need_xtuner_env()
     from internvl_chat.model import detect_layout
     from internvl_chat.model.checkpoint import read_weights
+    from launcher.contract import Plan
     from launcher.engines.xtuner import XTunerEngine
     from launcher.rundir import RunDir
 
@@ -269,7 +270,7 @@ def test_seed_003_run_ends_in_the_official_layout(tiny_internvl: Path, tmp_path:
     torch.save({"state_dict": {f"model.{k}": v for k, v in mlp1.items()}}, ckpt)
     (run_dir / "output" / "last_checkpoint").write_text(str(ckpt))
 
-    XTunerEngine().finalize(RunDir(run_dir))
+    XTunerEngine().finalize(Plan.load(run_dir), RunDir(run_dir))
 
     out = run_dir / "output" / "hf"
     assert detect_layout(out) == "original"

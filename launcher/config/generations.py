@@ -50,15 +50,6 @@ def check(spec: JobSpec) -> list[Problem]:
                 "(max_dynamic_patch + thumbnail): such samples would fit no packed row",
             )
         )
-    if m.engine == "internvl_official" and spec.per_device_batch_size not in (None, 1):
-        out.append(
-            Problem(
-                "per_device_batch_size",
-                f"{spec.per_device_batch_size}: the official packed dataset yields one packed "
-                "row per step, so it must be 1 (InternVL #1158); raise "
-                "gradient_accumulation_steps or model.max_packed_tokens instead",
-            )
-        )
     return out
 
 

@@ -90,16 +90,18 @@ def env(t: TrackingSpec, run: RunDir) -> dict[str, str]:
     return {}
 
 
-def check(spec: JobSpec, python: str) -> list[Problem]:
+def check(spec: JobSpec, python: str, *, supported: bool = True) -> list[Problem]:
     """Settings of another backend are refused, and the backend's package must be importable by
     the python that runs the tracker on the nodes (the XTuner env's for model.engine=xtuner);
     an interpreter this machine cannot run is not checked. `python` is the tracker's
-    interpreter (launcher.plan.check.tracker_python)."""
+    interpreter (launcher.plan.check.tracker_python); `supported` is False for an engine
+    without tracking (Engine.tracks)."""
     t = spec.tracking
     package = PACKAGES.get(t.backend)
     problems = []
-    if spec.model.engine == "mindspeed" and t.backend in PACKAGES:
-        problems.append(Problem(f"tracking={t.name}", "not supported for model.engine=mindspeed"))
+    if not supported and t.backend in PACKAGES:
+        message = f"not supported for model.engine={spec.model.engine}"
+        problems.append(Problem(f"tracking={t.name}", message))
         return problems
     if t.backend != "wandb" and (t.entity or t.mode != "offline"):
         problems.append(

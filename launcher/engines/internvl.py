@@ -8,7 +8,9 @@ revision knows (spec 1-2).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from internvl_chat.prompts import system_message
 from launcher.config import tracking
 from launcher.config.generations import generation_args
 from launcher.config.spec import DatasetEntry, JobSpec, Problem
-from launcher.contract import Derived, NodeLaunch, Outcome, PrepareStep
+from launcher.contract import Derived, NodeLaunch, Outcome, Plan, PrepareStep
 from launcher.engines import ds_config
+from launcher.engines.base import Defaults, batches_per_epoch, tree_unread, unknown_engine_args
 from launcher.engines.official import trees
 from launcher.engines.torchrun import torchrun
 from launcher.rundir import RunDir
@@ -96,14 +99,72 @@ def _entry(e: DatasetEntry) -> dict[str, Any]:
     return out
 
 
-class InternVLEngine:
+class InternVLEngine(Defaults):
     """`official=False`: our internvl_chat trainer; True: the user's OpenGVLab/InternVL checkout."""
 
-    def __init__(self, official: bool):
+    def __init__(self, official: bool = False):
         self.official = official
         self.name = "internvl_official" if official else "internvl_chat"
+        self.needs_zero = official
+        self.wandb_by_itself = self.saves_on_stop = not official
+        self.resume_how = (
+            "the official script gets resume_from_checkpoint=<newest checkpoint>"
+            if official
+            else "our trainer loads the newest valid checkpoint-N by itself"
+        )
 
     # planning ------------------------------------------------------------------------
+    def model_problems(self, spec: JobSpec) -> list[Problem]:
+        m = spec.model
+        out = []
+        if not (m.path or (m.vision_path and m.llm_path)):
+            out.append(
+                Problem(
+                    "model.path",
+                    "set a full checkpoint (model.path) or both model.vision_path and model.llm_path",
+                )
+            )
+        if m.path and (m.vision_path or m.llm_path):
+            out.append(
+                Problem(
+                    "model.path",
+                    "give either a full checkpoint or separate vision/LLM checkpoints, not both",
+                )
+            )
+        if m.force_image_size % m.patch_size:
+            out.append(
+                Problem(
+                    "model.force_image_size",
+                    f"{m.force_image_size} is not a multiple of patch_size {m.patch_size}",
+                )
+            )
+        tiles = m.max_tiles
+        image_tokens = m.num_image_token * tiles + 2
+        if spec.seq_len <= image_tokens:
+            out.append(
+                Problem(
+                    "seq_len",
+                    f"{spec.seq_len} leaves no room for text: one image can take {image_tokens} tokens "
+                    f"({tiles} tiles x {m.num_image_token}); raise seq_len or lower model.max_dynamic_patch",
+                )
+            )
+        return out
+
+    def known_engine_args(self, spec: JobSpec) -> set[str]:
+        """The `+engine_args.*` names our trainer accepts."""
+        from internvl_chat.train import args as train_args  # torch-free (its docstring says)
+
+        return {f.name for f in dataclasses.fields(train_args.TrainArgs)} | train_args.IGNORED_KEYS
+
+    def setup_problems(self, spec: JobSpec) -> tuple[list[Problem], list[str]]:
+        return unknown_engine_args(spec, self.known_engine_args(spec)) + tree_unread(spec), []
+
+    def steps_per_epoch(self, spec: JobSpec, derived: Derived, samples: int) -> int:
+        return max(batches_per_epoch(derived, samples) // derived.gradient_accumulation_steps, 1)
+
+    def optimizer_steps(self, spec: JobSpec, derived: Derived, samples: int) -> int:
+        return math.ceil(spec.epochs * self.steps_per_epoch(spec, derived, samples))
+
     def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
         out = []
         d = spec.data
@@ -305,12 +366,18 @@ class InternVLEngine:
         argv = [target if a == str(run.train_args_json) else a for a in argv]
         return argv, f"resuming from {newest} (--resume_from_checkpoint)"
 
-    def outcome(self, run: RunDir, returncode: int) -> Outcome:
+    def last_checkpoint_step(self, run: RunDir) -> int | None:
+        """The newest valid checkpoint-N (COMPLETE.json, launcher.node.checkpoints)."""
+        from launcher.node.checkpoints import last_valid_step
+
+        return last_valid_step(run.output_dir)
+
+    def outcome(self, plan: Plan, run: RunDir, returncode: int) -> Outcome:
         if returncode != 0:
             return Outcome(False, f"training exited with status {returncode}")
         return Outcome(True, "training finished")
 
-    def finalize(self, run: RunDir) -> None:
+    def finalize(self, plan: Plan, run: RunDir) -> None:
         return None
 
 

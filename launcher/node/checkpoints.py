@@ -6,7 +6,8 @@ exists with that size. It is written as `checkpoint-N.tmp-*` and renamed, so a f
 the marker is a save that never finished. The official InternVL script (HF Trainer) writes no
 marker: there a checkpoint counts once `trainer_state.json` and DeepSpeed's `latest` (or a
 `global_step*` folder) are in it. XTuner (mmengine) saves `iter_N.pth` (a file, or a folder
-under DeepSpeed) and points `last_checkpoint` at the newest.
+under DeepSpeed) and points `last_checkpoint` at the newest. Which rule a run follows is its
+engine's (Engine.last_checkpoint_step); `last_step` asks it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+
+from launcher.rundir import RunDir
 
 MARKER = "COMPLETE.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -95,18 +98,11 @@ def newest_xtuner_checkpoint(output_dir: str | Path) -> Path | None:
     return None
 
 
-def last_step(output_dir: str | Path, engine: str) -> int | None:
-    """The step of the newest checkpoint a requeue would resume from, per engine."""
-    if engine == "xtuner":
-        p = newest_xtuner_checkpoint(output_dir)
-        return None if p is None else int(_ITER.match(p.name).group(1))
-    if engine == "mindspeed":
-        # Megatron names its newest save in a tracker file: an iteration, or `release` (the
-        # converted weights, step 0)
-        tracker = Path(output_dir) / "latest_checkpointed_iteration.txt"
-        text = tracker.read_text().strip() if tracker.is_file() else ""
-        return int(text) if text.isdigit() else None
-    if engine == "internvl_official":
-        p = newest_hf_checkpoint(output_dir)
-        return None if p is None else int(_CKPT.match(p.name).group(1))
-    return last_valid_step(output_dir)
+def last_step(run: RunDir, engine: str) -> int | None:
+    """The step of the newest checkpoint a requeue would resume from: the engine's rule
+    (Engine.last_checkpoint_step); our trainer's for a run dir that names no known engine."""
+    from launcher.engines import ENGINES, get_engine
+
+    if engine not in ENGINES:
+        return last_valid_step(run.output_dir)
+    return get_engine(engine).last_checkpoint_step(run)

@@ -28,10 +28,6 @@ from launcher.node.rendezvous import Rendezvous, rendezvous_from_slurm, scontrol
 from launcher.report.collect.failure import Failure
 from launcher.rundir import RunDir
 
-STOP_ENGINES = ("internvl_chat",)
-"""Engines whose trainer honours RUN_DIR/control/stop; the others resume from their last
-periodic checkpoint after a requeue."""
-
 
 class _Child:
     """The running child of this node task (one at a time), shared with the signal handler."""
@@ -196,12 +192,13 @@ def request_stop(run: RunDir, reason: str, limit_s: float, engine: str) -> dict:
     requested = time.time()
     run.control_dir.mkdir(parents=True, exist_ok=True)
     run.stop_file.write_text(json.dumps({"reason": reason, "at": requested}) + "\n")
-    if engine in STOP_ENGINES:
+    from launcher.engines import get_engine
+
+    trainer = get_engine(engine)
+    if trainer.saves_on_stop:  # the others resume from their last periodic checkpoint
         saved, step = _wait_for_save(run, requested, limit_s)
     else:
-        from launcher.node.checkpoints import last_step
-
-        saved, step = False, last_step(run.output_dir, engine)
+        saved, step = False, trainer.last_checkpoint_step(run)
     return {
         "saved": saved,
         "resume_step": step,
@@ -341,4 +338,4 @@ def after_srun(run_dir: str, srun_status: int) -> int:
 def _resume_step(run: RunDir, plan: Plan) -> int | None:
     from launcher.node.checkpoints import last_step
 
-    return last_step(run.output_dir, plan.engine)
+    return last_step(run, plan.engine)

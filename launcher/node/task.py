@@ -162,11 +162,9 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
     if ok:
         launch = plan.node_launch[rv.node_rank]
         argv = [fill(a, rv) for a in launch.argv]
-        resume = getattr(engine, "resume_argv", None)
-        if resume is not None:
-            argv, note = resume(run, argv)
-            if note:
-                tee.write(f"[launcher] {note}\n")
+        argv, note = engine.resume_argv(run, argv)
+        if note:
+            tee.write(f"[launcher] {note}\n")
         env = _child_env(launch.env, rv) | step_times_env(run, rv)
         if rv.node_rank == 0:
             env |= tracking_node.open_run(run, plan, env, tee)
@@ -174,7 +172,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
         if rc != EX_TEMPFAIL and saved_for_requeue(run, "".join(tee.tail)):
             rc = EX_TEMPFAIL
         if rc != EX_TEMPFAIL:
-            outcome = engine.outcome(run, rc) if rv.node_rank == 0 else None
+            outcome = engine.outcome(plan, run, rc) if rv.node_rank == 0 else None
             ok = rc == 0 if outcome is None else outcome.ok
             reason = f"exited with status {rc}" if outcome is None else outcome.reason
         else:
@@ -184,7 +182,7 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
             tracking_node.close_run(run, plan, env, ended, tee)
     if ok and rv.node_rank == 0:
         try:
-            engine.finalize(run)
+            engine.finalize(plan, run)
         except Exception as e:  # a failed conversion must not pass for success
             ok, reason = False, f"finalize failed: {e!r}"
     record = {

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from launcher.rundir import RunDir
 
 SCRIPT = Path(__file__).resolve().parents[2] / "internvl_chat" / "train" / "tracking.py"
-OURS = "internvl_chat"  # our trainer: its tracker logs the config and ends the run itself
 
 
 def _backend(env: Mapping[str, str]) -> str | None:
@@ -35,10 +34,10 @@ def _backend(env: Mapping[str, str]) -> str | None:
 
 
 def _python(plan: Plan, env: Mapping[str, str]) -> str | None:
-    """The tracker's python: the engine's env on PATH for XTuner, else the plan's (run
-    with -I: the script's folder must not shadow modules mlflow imports)."""
-    if plan.engine == "xtuner":
-        return shutil.which("python", path=env.get("PATH", "").split(":")[0] or None)
+    """The tracker's python: the engine's own env's (XTuner's), else the plan's (run with -I:
+    the script's folder must not shadow modules mlflow imports)."""
+    if plan.engine_env is not None:
+        return shutil.which("python", path=str(Path(plan.engine_env) / "bin"))
     return plan.python
 
 
@@ -64,7 +63,10 @@ def _script(plan: Plan, env: Mapping[str, str], args: list[str], tee: Tee) -> st
 def open_run(run: RunDir, plan: Plan, env: Mapping[str, str], tee: Tee) -> dict[str, str]:
     """What to add to the engine's environment (MLflow: MLFLOW_RUN_ID)."""
     backend = _backend(env)
-    if backend is None or (backend == "wandb" and plan.engine == OURS):
+    from launcher.engines import get_engine
+
+    # our trainer's tracker logs the config and ends its W&B run itself
+    if backend is None or (backend == "wandb" and get_engine(plan.engine).wandb_by_itself):
         return {}
     run_id = _script(plan, env, ["open", str(run.root)], tee)
     if backend == "wandb" or not run_id:

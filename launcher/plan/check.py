@@ -19,7 +19,7 @@ from launcher.config import generations, tracking
 from launcher.config.derive import derive
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
-from launcher.engines import get_engine
+from launcher.engines import ENGINES, get_engine
 from launcher.plan import check_extra, site
 from launcher.plan.bounds import bounds, too_big
 from launcher.plan.preflight import DataPreflight, data_preflight, memory_estimate, memory_problem
@@ -51,8 +51,9 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
     est = None
     if derived is not None:
-        problems += get_engine(spec.model.engine).check(spec, derived)
-        problems += tracking.check(spec, check_extra.tracker_python(spec))
+        engine = get_engine(spec.model.engine)
+        problems += engine.check(spec, derived)
+        problems += tracking.check(spec, check_extra.tracker_python(spec), supported=engine.tracks)
         est = memory_estimate(spec, derived)
         too_big = memory_problem(spec, derived, est)
         if est is not None:
@@ -195,23 +196,26 @@ def _check_parallelism(spec: JobSpec) -> list[Problem]:
             )
         )
     megatron_keys = mp > 1 or par.vpp is not None or par.llm_pp_layers or par.vit_pp_layers
-    if spec.model.engine == "mindspeed" and par.zero_stage != 0:
+    engine = get_engine(spec.model.engine)
+    if engine.megatron and par.zero_stage != 0:
         out.append(
             Problem(
                 "parallelism",
-                f"{par.name} (ZeRO stage {par.zero_stage}) is DeepSpeed; engine mindspeed shards "
-                "with Megatron (tp/pp/cp and its distributed optimizer): use parallelism=megatron",
+                f"{par.name} (ZeRO stage {par.zero_stage}) is DeepSpeed; engine {engine.name} "
+                "shards with Megatron (tp/pp/cp and its distributed optimizer): use "
+                "parallelism=megatron",
             )
         )
-    elif spec.model.engine != "mindspeed" and megatron_keys:
+    elif not engine.megatron and megatron_keys:
+        megatron = ", ".join(f"model.engine={n}" for n in ENGINES if get_engine(n).megatron)
         out.append(
             Problem(
                 "parallelism",
-                f"tp/pp/vpp/cp and pipeline splits are for model.engine=mindspeed; "
-                f"engine {spec.model.engine} uses DeepSpeed ZeRO (parallelism=zero1/zero2/zero3)",
+                f"tp/pp/vpp/cp and pipeline splits are for {megatron}; "
+                f"engine {engine.name} uses DeepSpeed ZeRO (parallelism=zero1/zero2/zero3)",
             )
         )
-    if par.zero_stage == 0 and spec.model.engine in ("internvl_official", "xtuner"):
+    if par.zero_stage == 0 and engine.needs_zero:
         out.append(
             Problem(
                 "parallelism", f"engine {spec.model.engine} runs with a DeepSpeed ZeRO stage 1-3"
@@ -221,51 +225,7 @@ def _check_parallelism(spec: JobSpec) -> list[Problem]:
 
 
 def _check_model(spec: JobSpec) -> list[Problem]:
-    m = spec.model
-    out = []
-    if m.engine in ("internvl_chat", "internvl_official"):
-        if not (m.path or (m.vision_path and m.llm_path)):
-            out.append(
-                Problem(
-                    "model.path",
-                    "set a full checkpoint (model.path) or both model.vision_path and model.llm_path",
-                )
-            )
-        if m.path and (m.vision_path or m.llm_path):
-            out.append(
-                Problem(
-                    "model.path",
-                    "give either a full checkpoint or separate vision/LLM checkpoints, not both",
-                )
-            )
-        if m.force_image_size % m.patch_size:
-            out.append(
-                Problem(
-                    "model.force_image_size",
-                    f"{m.force_image_size} is not a multiple of patch_size {m.patch_size}",
-                )
-            )
-        tiles = m.max_tiles
-        image_tokens = m.num_image_token * tiles + 2
-        if spec.seq_len <= image_tokens:
-            out.append(
-                Problem(
-                    "seq_len",
-                    f"{spec.seq_len} leaves no room for text: one image can take {image_tokens} tokens "
-                    f"({tiles} tiles x {m.num_image_token}); raise seq_len or lower model.max_dynamic_patch",
-                )
-            )
-    if m.engine == "internvl_official" and not m.internvl_root:
-        out.append(
-            Problem(
-                "model.internvl_root",
-                "engine=internvl_official needs your checkout of OpenGVLab/InternVL",
-            )
-        )
-    if m.engine == "xtuner" and not m.xtuner_base:
-        out.append(
-            Problem("model.xtuner_base", "engine=xtuner needs a base config under xtuner_cfgs/")
-        )
+    out = get_engine(spec.model.engine).model_problems(spec)
     if spec.max_steps is not None and spec.max_steps < 1:
         out.append(Problem("max_steps", f"must be >= 1 or null, got {spec.max_steps}"))
     if spec.seq_len < 16:
@@ -319,8 +279,7 @@ def _missing_paths(spec: JobSpec) -> list[Problem]:
     if m.make_tiny:
         model_paths = []
     model_paths += [("model.internvl_root", m.internvl_root)]
-    if m.engine == "mindspeed":
-        model_paths += [("model.mindspeed_root", m.mindspeed_root)]
+    model_paths += get_engine(m.engine).required_paths(spec)
     data_paths = (
         []
         if d.generate

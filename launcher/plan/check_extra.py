@@ -1,12 +1,12 @@
 """Checks `launcher.plan.check.check` runs beside the settings' rules: what the nodes would refuse
 after the queue wait, refused here instead, plus the plan's data and steps lines.
 
-`extra(spec, derived, est, problems, warnings)` adds to the check's lists the problems (meta files that cannot be read, empty annotations, checkpoint folders without a
-config.json, `engine_args` names the engine does not know, a missing XTuner environment or
-local interpreter,
-epochs <= 0, a benchmark step target the plan cannot reach, a model that cannot fit on hw=cpu)
-and warnings, and returns the derived numbers with `optimizer_steps` filled in and the notes
-printed with the plan (data, steps, expected duration).
+`extra(spec, derived, est, problems, warnings)` adds to the check's lists the problems (meta
+files that cannot be read, empty annotations, checkpoint folders without a config.json, the
+engine's own (Engine.setup_problems: `engine_args` it does not know, a missing XTuner
+environment), a local interpreter that cannot run here, epochs <= 0, a benchmark step target
+the plan cannot reach, a model that cannot fit on hw=cpu) and warnings, and returns the derived
+numbers with `optimizer_steps` filled in and the notes printed with the plan (data, steps, expected duration).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from launcher.config import datafacts
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
+from launcher.engines import get_engine
 from launcher.plan import steps
 
 
@@ -40,78 +41,12 @@ def _model_dirs(spec: JobSpec) -> list[Problem]:
     return out
 
 
-def known_engine_args(spec: JobSpec) -> set[str] | None:
-    """The `+engine_args.*` names the engine that runs accepts (None: the engine checks them)."""
-    engine = spec.model.engine
-    if engine == "internvl_chat":
-        from internvl_chat.train import args as train_args  # torch-free (its docstring says)
-
-        return {f.name for f in dataclasses.fields(train_args.TrainArgs)} | train_args.IGNORED_KEYS
-    if engine == "internvl_official":
-        from launcher.engines.internvl import TRAINING_ARGS
-        from launcher.engines.official import trees
-        from launcher.engines.official.engine import ENGINE_ARGS
-
-        return trees.allowed_args(spec.model) | TRAINING_ARGS | set(ENGINE_ARGS)
-    return None
-
-
-def _engine(spec: JobSpec) -> tuple[list[Problem], list[str]]:
-    problems: list[Problem] = []
-    warnings: list[str] = []
-    known = known_engine_args(spec)
-    if known is not None:
-        rev = ""
-        if "official" in spec.model.engine:
-            from launcher.engines.official import trees
-
-            rev = (
-                f" at internvl_revision={spec.model.internvl_revision} ({trees.tree(spec.model)}/)"
-            )
-        for k in spec.engine_args:
-            if k not in known:
-                import difflib
-
-                close = difflib.get_close_matches(k, sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(
-                    Problem(f"engine_args.{k}", f"unknown to engine {spec.model.engine}{rev}{hint}")
-                )
-    if spec.model.internvl_tree and spec.model.engine != "internvl_official":
-        problems.append(
-            Problem(
-                "model.internvl_tree",
-                f"only picks the official tree (engine=internvl_official); engine "
-                f"{spec.model.engine} ignores it: leave it null or set "
-                "model.engine=internvl_official",
-            )
-        )
-    if spec.model.engine == "internvl_official" and (spec.model.packed or spec.data.packed):
-        warnings.append(
-            "model.packed: the official packed dataset keeps no data position (its 'TODO: quick "
-            "resume'): a requeue or resume restores the model and optimizer from the checkpoint "
-            "but reads the data from the start again (engine=internvl_chat resumes it exactly)"
-        )
-    if spec.model.engine == "xtuner":
-        from launcher.engines.xtuner.render import DEFAULT_ENV
-
-        env = Path(spec.engine_args.get("xtuner_env") or DEFAULT_ENV)
-        if not (env / "bin" / "xtuner").exists():
-            msg = (
-                f"no XTuner environment at {env} ({env}/bin/xtuner missing): build it with "
-                "`bash xtuner_cfgs/make_env.sh`, or name one with +engine_args.xtuner_env=PATH"
-            )
-            if spec.dry_run:
-                warnings.append(f"engine_args.xtuner_env: {msg} (dry run: not required now)")
-            else:
-                problems.append(Problem("engine_args.xtuner_env", msg))
-    return problems, warnings
-
-
 def _local_python(spec: JobSpec) -> list[Problem]:
     """cluster=local runs the nodes' python on this machine: it must be runnable here."""
-    if spec.cluster.kind != "local" or spec.dry_run or spec.model.engine == "xtuner":
+    if spec.cluster.kind != "local" or spec.dry_run:
         return []
+    if get_engine(spec.model.engine).own_env(spec) is not None:
+        return []  # the engine runs from its own environment (checked by its setup_problems)
     from launcher.plan import site
 
     python, why = site.node_python(spec)
@@ -145,7 +80,7 @@ def extra(
     """Add this module's problems and warnings to the check's lists (in place); return the
     derived numbers with optimizer_steps and the notes for the plan."""
     found_problems = datafacts.data_problems(spec) + _model_dirs(spec)
-    more, more_warnings = _engine(spec)
+    more, more_warnings = get_engine(spec.model.engine).setup_problems(spec)
     found_problems += more + _fits_cpu(spec, est) + _local_python(spec)
     found = [] if found_problems else datafacts.datasets(spec)
     samples = datafacts.total_samples(found)
@@ -163,12 +98,11 @@ def extra(
 
 
 def tracker_python(spec: JobSpec) -> str:
-    """The python that runs the experiment tracker on the nodes: the XTuner env's for
-    model.engine=xtuner, else the nodes' python."""
-    if spec.model.engine == "xtuner":
-        from launcher.engines.xtuner.engine import XTunerEngine
-
-        return str(XTunerEngine().env_dir(spec) / "bin" / "python")
+    """The python that runs the experiment tracker on the nodes: the engine's own env's
+    (XTuner's), else the nodes' python."""
+    own = get_engine(spec.model.engine).own_env(spec)
+    if own is not None:
+        return str(own / "bin" / "python")
     from launcher.plan.site import node_python
 
     return node_python(spec)[0]

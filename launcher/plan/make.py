@@ -95,7 +95,7 @@ def make_plan(
         offload_optimizer=par.offload_optimizer,
         offload_param=par.offload_param,
         # what the engine trains in (the official code: bf16 on fp32 hardware without B1)
-        precision=engine.precision(spec) if hasattr(engine, "precision") else spec.hw.precision,
+        precision=engine.precision(spec),
         seq_len=spec.seq_len,
         lr=spec.lr,
         max_steps=spec.max_steps,
@@ -122,7 +122,8 @@ def make_plan(
         warnings=checked.warnings,
         reliability={k: getattr(spec.cluster, k) for k in RELIABILITY_KEYS},
         preflight=nodecheck.plan_record(spec, derived, run, python),
-        megatron=engine.plan_record(spec, derived) if m.engine == "mindspeed" else None,
+        megatron=engine.plan_record(spec, derived),
+        engine_env=None if (own := engine.own_env(spec)) is None else str(own),
         wrapper_argv=tuple(wrapper_argv(spec, run)) if spec.cluster.kind == "wrapper" else None,
         memory_estimate=None
         if est is None

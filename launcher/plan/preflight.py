@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from launcher.config.generations import packed_row
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived, PrepareStep
+from launcher.engines import get_engine
 from launcher.engines.internvl import meta_entries
 from launcher.plan import site
 from launcher.plan.jobscript import REPO, node_python
@@ -29,7 +30,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     from launcher.plan import memory
     from launcher.plan.lengths import sample_tokens
 
-    if spec.parallelism.model_parallel_size > 1 or spec.model.engine == "mindspeed":
+    if spec.parallelism.model_parallel_size > 1 or get_engine(spec.model.engine).megatron:
         return None  # ZeRO model states; pipeline/tensor sharding is not modelled (docs/MEMORY.md)
     try:
         dims = check_countable(spec.model.flops_dims)
@@ -93,8 +94,8 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
         return DataPreflight("data: not checked (check_data=false)")
     if d.generate:
         return DataPreflight(f"data: {d.generate}, generated on node 0 (nothing to check)")
-    if m.engine == "xtuner":
-        return DataPreflight("data: not checked (engine xtuner reads it itself)")
+    if not get_engine(m.engine).preflight_data:
+        return DataPreflight(f"data: not checked (engine {m.engine} reads it itself)")
     metas = [p for p in (d.meta_file, d.eval_meta_file) if p]
     entries = meta_entries(spec) if d.datasets and not d.meta_file else {}
     tokenizer = str(m.path or m.llm_path)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.config.spec import JobSpec, Problem
+from launcher.engines import get_engine
 from launcher.plan.partition import (
     SINFO_FORMAT,
     Partition,
@@ -220,9 +221,8 @@ def _probe_python(spec: JobSpec, rep: SiteReport) -> None:
         return
     rep.lines.append(f"python on the nodes: {python} ({why}): {build.describe()}")
     rep.checked.append("interpreter")
-    engine = spec.model.engine
-    if engine == "xtuner":
-        return  # XTuner runs from its own environment (engine_args.xtuner_env)
+    if get_engine(spec.model.engine).own_env(spec) is not None:
+        return  # the engine trains from its own environment (XTuner: engine_args.xtuner_env)
     if not build.drives(hw.accelerator):
         need = {"cuda": "a CUDA build", "npu": "torch_npu", "cpu": "torch"}[hw.accelerator]
         msg = (

@@ -1,12 +1,13 @@
 """How many optimizer steps a run takes, how long that should last, and the benchmark's target.
 
 `optimizer_steps(spec, derived, samples)` counts them the way the engine that runs will:
-max_steps when given, else from the samples per epoch (x repeat_time), the epochs and the batch
-(our trainer and the official one: a DistributedSampler over the data-parallel ranks, no
-drop_last, optimizer steps = micro-batches // accumulation per epoch; XTuner: mmengine epochs of
-micro-batches, the last partial accumulation steps too; MindSpeed-MM: samples x epochs // global
-batch). `duration_line` gives an expected duration from the newest completed run of the same
-model on the same hw under runs_root, else from hw peak x an MFU assumption (stated).
+max_steps when given, else from the samples per epoch (x repeat_time), the epochs and the batch,
+by the engine's rule (Engine.optimizer_steps: our trainer and the official one: a
+DistributedSampler over the data-parallel ranks, no drop_last, optimizer steps = micro-batches
+// accumulation per epoch; XTuner: mmengine epochs of micro-batches, the last partial
+accumulation steps too; MindSpeed-MM: samples x epochs // global batch). `duration_line` gives
+an expected duration from the newest completed run of the same model on the same hw under
+runs_root, else from hw peak x an MFU assumption (stated).
 `step_problems` refuses epochs <= 0 and a benchmark plan that cannot reach its step target.
 """
 
@@ -18,22 +19,10 @@ from pathlib import Path
 
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
+from launcher.engines import get_engine
 
 ASSUMED_MFU = 0.35
 """The MFU the expected duration assumes when no run of this model on this hw says better."""
-
-
-def _per_epoch(spec: JobSpec, derived: Derived, samples: int) -> int:
-    """Optimizer steps in one epoch of `samples` samples."""
-    dp, pdb, ga = (
-        derived.data_parallel_size,
-        derived.per_device_batch_size,
-        derived.gradient_accumulation_steps,
-    )
-    batches = math.ceil(math.ceil(samples / dp) / pdb)
-    if spec.model.engine == "xtuner":
-        return math.ceil(batches / ga)
-    return max(batches // ga, 1)
 
 
 def optimizer_steps(spec: JobSpec, derived: Derived, samples: int | None) -> int | None:
@@ -42,13 +31,7 @@ def optimizer_steps(spec: JobSpec, derived: Derived, samples: int | None) -> int
         return spec.max_steps
     if samples is None or spec.epochs <= 0:
         return None
-    if spec.model.engine == "mindspeed":
-        from launcher.engines.mindspeed.render import count_iters
-
-        return count_iters(spec, derived, samples)
-    if spec.model.engine == "xtuner":
-        return int(spec.epochs) * _per_epoch(spec, derived, samples)
-    return math.ceil(spec.epochs * _per_epoch(spec, derived, samples))
+    return get_engine(spec.model.engine).optimizer_steps(spec, derived, samples)
 
 
 def step_target(spec: JobSpec) -> int | None:
@@ -79,8 +62,7 @@ def step_problems(spec: JobSpec, derived: Derived | None, samples: int | None) -
     elif steps < need:
         fix = f"max_steps={need}"
         if spec.max_steps is None and samples:
-            per = _per_epoch(spec, derived, samples) if spec.model.engine != "mindspeed" else 0
-            per = per or max(1, samples // derived.global_batch_size)
+            per = get_engine(spec.model.engine).steps_per_epoch(spec, derived, samples)
             fix += f" or epochs={math.ceil(need / per)}"
         out.append(
             Problem(

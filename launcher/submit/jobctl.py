@@ -67,7 +67,7 @@ def progress(run: RunDir) -> dict:
     return {
         "requeues": run.requeues_total(),
         "attempt": run.attempt(),
-        "checkpoint": last_step(run.output_dir, engine),
+        "checkpoint": last_step(run, engine),
         "metrics_step": rows[-1].get("step") if rows else None,
         "failure_class": failure,
     }

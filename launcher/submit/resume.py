@@ -29,19 +29,13 @@ from typing import Any
 from launcher.config import compose as composing
 from launcher.config.spec import ConfigError, JobSpec, Problem
 from launcher.contract import Plan
+from launcher.engines import get_engine
 from launcher.rundir import RunDir
 from launcher.submit.resume_rules import changed_keys, refusal
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "STOPPED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
          "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "ENDED-WITHOUT-SUMMARY"}  # fmt: skip
 """States (status, squeue %T) of a run whose job will not run again by itself."""
-
-HOW = {
-    "internvl_chat": "our trainer loads the newest valid checkpoint-N by itself",
-    "internvl_official": "the official script gets resume_from_checkpoint=<newest checkpoint>",
-    "xtuner": "xtuner train gets resume=True, load_from=<newest iter_N.pth> (--resume)",
-    "mindspeed": "pretrain_internvl.py loads RUN_DIR/output (--load, Megatron's latest iteration)",
-}
 
 
 @dataclass(frozen=True)
@@ -86,7 +80,7 @@ def prepare(run_dir: str, overrides: list[str]) -> Resume:
         todo = "wait until it has left the queue" if st == "COMPLETING" else "cancel it first"
         problems.append(Problem("RUN_DIR", f"its job {ident} is still {st}: {todo} "
                                 f"(python launch.py cancel|status {run.root})"))  # fmt: skip
-    from_step = last_step(run.output_dir, old_plan.engine)
+    from_step = last_step(run, old_plan.engine)
 
     cfg = OmegaConf.load(run.config_yaml)
     old = OmegaConf.to_container(cfg)
@@ -202,7 +196,7 @@ def describe(r: Resume) -> list[str]:
         + (f" ({prev['reason']})" if prev.get("reason") else "")
         + f", metrics up to step {prev['metrics_step'] or 0}",
         f"[resume] attempt {prev['attempt'] + 1} continues from {step}: "
-        + HOW.get(r.plan.engine, "the engine's own resume"),
+        + get_engine(r.plan.engine).resume_how,
     ]
     if r.replanned:
         lines.append(f"[resume] changed: {', '.join(r.changed)} (the plan is re-made)")

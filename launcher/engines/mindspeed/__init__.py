@@ -33,6 +33,7 @@ from launcher.contract import (
     Plan,
     PrepareStep,
 )
+from launcher.engines.base import Defaults
 from launcher.engines.mindspeed import recipes, render
 from launcher.engines.mindspeed.convert_sh import convert_sh
 from launcher.engines.mindspeed.data_json import data_json, dataset_paths
@@ -52,8 +53,14 @@ def _split(spec: JobSpec) -> Split:
     return split
 
 
-class MindSpeedEngine:
+class MindSpeedEngine(Defaults):
+    """--load RUN_DIR/output: a restarted attempt resumes from Megatron's latest iteration by
+    itself (Defaults.resume_argv keeps the argv)."""
+
     name = "mindspeed"
+    megatron = True
+    tracks = False
+    resume_how = "pretrain_internvl.py loads RUN_DIR/output (--load, Megatron's latest iteration)"
 
     # planning ------------------------------------------------------------------------
     def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
@@ -126,6 +133,16 @@ class MindSpeedEngine:
                         )
                     )
         return out
+
+    def required_paths(self, spec: JobSpec) -> list[tuple[str, str | None]]:
+        return [("model.mindspeed_root", spec.model.mindspeed_root)]
+
+    def steps_per_epoch(self, spec: JobSpec, derived: Derived, samples: int) -> int:
+        """Megatron counts samples // global batch."""
+        return max(1, samples // derived.global_batch_size)
+
+    def optimizer_steps(self, spec: JobSpec, derived: Derived, samples: int) -> int:
+        return render.count_iters(spec, derived, samples)
 
     def plan_record(self, spec: JobSpec, derived: Derived) -> dict:
         """What plan.json records about the Megatron layout."""
@@ -201,10 +218,21 @@ class MindSpeedEngine:
         return NodeLaunch(node_rank=node_rank, argv=argv, env=env)
 
     # on the node ---------------------------------------------------------------------
-    def _records(self, run: RunDir):
+    def last_checkpoint_step(self, run: RunDir) -> int | None:
+        """The iteration Megatron's tracker (latest_checkpointed_iteration.txt, written after
+        the save) names, when its iter_NNNNNNN folder is there; `release` (the converted
+        weights) is no step."""
+        tracker = run.output_dir / "latest_checkpointed_iteration.txt"
+        text = tracker.read_text().strip() if tracker.is_file() else ""
+        if not text.isdigit():
+            return None
+        folder = run.output_dir / f"iter_{int(text):07d}"
+        return int(text) if folder.is_dir() and any(folder.iterdir()) else None
+
+    def _records(self, plan: Plan, run: RunDir):
         from launcher.report.collect.mindspeed import parse_run_logs
 
-        nodes = Plan.load(run.root).derived.nodes
+        nodes = plan.derived.nodes
         # the iteration lines are on the last node: wait (bounded) until it has finished
         deadline = time.monotonic() + OTHER_NODES_WAIT_S
         while nodes > 1 and time.monotonic() < deadline:
@@ -213,28 +241,21 @@ class MindSpeedEngine:
             time.sleep(1)
         return parse_run_logs([run.node_log(r) for r in range(nodes)]).records
 
-    def outcome(self, run: RunDir, returncode: int) -> Outcome:
+    def outcome(self, plan: Plan, run: RunDir, returncode: int) -> Outcome:
         if returncode != 0:
             return Outcome(False, f"pretrain_internvl.py exited with status {returncode}")
-        records = self._records(run)
+        records = self._records(plan, run)
         if not records:
             return Outcome(False, "pretrain_internvl.py exited 0 but logged no iterations")
-        planned = _train_iters(Plan.load(run.root))
+        planned = plan.derived.optimizer_steps  # its --train-iters (render.train_iters)
         last = records[-1]["step"]
         if planned is not None and last < planned:
             return Outcome(False, f"training stopped at iteration {last} of {planned}")
         return Outcome(True, f"training finished: {last} iterations")
 
-    def finalize(self, run: RunDir) -> None:
-        records = self._records(run)
+    def finalize(self, plan: Plan, run: RunDir) -> None:
+        records = self._records(plan, run)
         run.metrics_jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
-def _train_iters(plan: Plan) -> int | None:
-    argv = plan.node_launch[0].argv
-    if "--train-iters" in argv:
-        return int(argv[argv.index("--train-iters") + 1])
-    return None
 
 
 def _dump(data) -> str:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from launcher.config.spec import JobSpec, Problem
-from launcher.contract import Derived, NodeLaunch, Outcome, PrepareStep
-from launcher.engines.internvl import InternVLEngine, _dump
+from launcher.contract import Derived, NodeLaunch, Outcome, Plan, PrepareStep
+from launcher.engines.base import unknown_engine_args
+from launcher.engines.internvl import TRAINING_ARGS, InternVLEngine, _dump
 from launcher.engines.official import edits as editing
 from launcher.engines.official import trees
 from launcher.rundir import RunDir
@@ -100,6 +101,42 @@ def plan_edits(spec: JobSpec) -> editing.EditSet:
 class OfficialEngine(InternVLEngine):
     def __init__(self):
         super().__init__(official=True)
+
+    def model_problems(self, spec: JobSpec) -> list[Problem]:
+        out = super().model_problems(spec)
+        if not spec.model.internvl_root:
+            out.append(
+                Problem(
+                    "model.internvl_root",
+                    "engine=internvl_official needs your checkout of OpenGVLab/InternVL",
+                )
+            )
+        if (spec.data.packed or spec.model.packed) and spec.per_device_batch_size not in (None, 1):
+            out.append(
+                Problem(
+                    "per_device_batch_size",
+                    f"{spec.per_device_batch_size}: the official packed dataset yields one packed "
+                    "row per step, so it must be 1 (InternVL #1158); raise "
+                    "gradient_accumulation_steps or model.max_packed_tokens instead",
+                )
+            )
+        return out
+
+    def known_engine_args(self, spec: JobSpec) -> set[str]:
+        return trees.allowed_args(spec.model) | TRAINING_ARGS | set(ENGINE_ARGS)
+
+    def setup_problems(self, spec: JobSpec) -> tuple[list[Problem], list[str]]:
+        rev = f" at internvl_revision={spec.model.internvl_revision} ({trees.tree(spec.model)}/)"
+        problems = unknown_engine_args(spec, self.known_engine_args(spec), rev)
+        warnings = []
+        if spec.model.packed or spec.data.packed:
+            warnings.append(
+                "model.packed: the official packed dataset keeps no data position (its 'TODO: "
+                "quick resume'): a requeue or resume restores the model and optimizer from the "
+                "checkpoint but reads the data from the start again (engine=internvl_chat "
+                "resumes it exactly)"
+            )
+        return problems, warnings
 
     def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
         out = super().check(spec, derived)
@@ -207,10 +244,14 @@ class OfficialEngine(InternVLEngine):
         return NodeLaunch(node_rank=node_rank, argv=launch.argv, env=env)
 
     # on the node ---------------------------------------------------------------------
-    def outcome(self, run: RunDir, returncode: int) -> Outcome:
+    def last_checkpoint_step(self, run: RunDir) -> int | None:
+        """The newest HF-Trainer checkpoint-N holding its state and weights (no marker)."""
+        from launcher.node.checkpoints import newest_hf_checkpoint
+
+        newest = newest_hf_checkpoint(run.output_dir)
+        return None if newest is None else int(newest.name.removeprefix("checkpoint-"))
+
+    def outcome(self, plan: Plan, run: RunDir, returncode: int) -> Outcome:
         from launcher.engines.official.judge import judge
 
-        return judge(run, returncode)
-
-    def finalize(self, run: RunDir) -> None:
-        return None
+        return judge(run, returncode, plan.derived.global_batch_size)

@@ -86,9 +86,7 @@ def final_model_saved(output_dir: Path) -> bool:
     return any((output_dir / name).is_file() for name in FINAL_WEIGHTS)
 
 
-def judge(run: RunDir, returncode: int) -> Outcome:
-    from launcher.contract import Plan
-
+def judge(run: RunDir, returncode: int, global_batch: int) -> Outcome:
     log = run.node_log(0)
     summary = None
     try:
@@ -100,8 +98,7 @@ def judge(run: RunDir, returncode: int) -> Outcome:
         problem = None
     if parsed is not None:
         summary = parsed.summary
-        batch = Plan.load(run.root).derived.global_batch_size
-        rows = metrics_records(parsed.records, log_history(run.output_dir), batch)
+        rows = metrics_records(parsed.records, log_history(run.output_dir), global_batch)
         if rows:
             write_jsonl_atomic(run.metrics_jsonl, rows)
     finished = summary is not None and final_model_saved(run.output_dir)

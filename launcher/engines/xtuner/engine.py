@@ -13,8 +13,17 @@ from pathlib import Path
 
 from launcher.config import tracking
 from launcher.config.spec import JobSpec, Problem
-from launcher.contract import MASTER_ADDR, MASTER_PORT, Derived, NodeLaunch, Outcome, PrepareStep
+from launcher.contract import (
+    MASTER_ADDR,
+    MASTER_PORT,
+    Derived,
+    NodeLaunch,
+    Outcome,
+    Plan,
+    PrepareStep,
+)
 from launcher.engines import ds_config
+from launcher.engines.base import Defaults, batches_per_epoch, tree_unread
 from launcher.engines.xtuner import finalize as finalizing
 from launcher.engines.xtuner.render import (
     BASES,
@@ -32,12 +41,48 @@ from launcher.engines.xtuner.render import (
 from launcher.rundir import RunDir
 
 
-class XTunerEngine:
+class XTunerEngine(Defaults):
     name = "xtuner"
+    needs_zero = True
+    preflight_data = False  # xtuner reads the data itself
+    resume_how = "xtuner train gets resume=True, load_from=<newest iter_N.pth> (--resume)"
 
     # planning ------------------------------------------------------------------------
     def env_dir(self, spec: JobSpec) -> Path:
         return Path(spec.engine_args.get("xtuner_env") or DEFAULT_ENV)
+
+    def own_env(self, spec: JobSpec) -> Path:
+        """`xtuner train`, its prepare steps and the tracker run from the XTuner env."""
+        return self.env_dir(spec)
+
+    def model_problems(self, spec: JobSpec) -> list[Problem]:
+        if spec.model.xtuner_base:
+            return []
+        return [
+            Problem("model.xtuner_base", "engine=xtuner needs a base config under xtuner_cfgs/")
+        ]
+
+    def setup_problems(self, spec: JobSpec) -> tuple[list[Problem], list[str]]:
+        """engine_args are checked in check(); here: the XTuner env must exist."""
+        env = self.env_dir(spec)
+        if (env / "bin" / "xtuner").exists():
+            return tree_unread(spec), []
+        msg = (
+            f"no XTuner environment at {env} ({env}/bin/xtuner missing): build it with "
+            "`bash xtuner_cfgs/make_env.sh`, or name one with +engine_args.xtuner_env=PATH"
+        )
+        if spec.dry_run:
+            return tree_unread(spec), [f"engine_args.xtuner_env: {msg} (dry run: not required now)"]
+        return [*tree_unread(spec), Problem("engine_args.xtuner_env", msg)], []
+
+    def steps_per_epoch(self, spec: JobSpec, derived: Derived, samples: int) -> int:
+        """mmengine counts a last, partial accumulation as a step."""
+        batches = batches_per_epoch(derived, samples)
+        return -(-batches // derived.gradient_accumulation_steps)
+
+    def optimizer_steps(self, spec: JobSpec, derived: Derived, samples: int) -> int:
+        """XTuner trains whole epochs."""
+        return int(spec.epochs) * self.steps_per_epoch(spec, derived, samples)
 
     def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
         out = [
@@ -165,8 +210,15 @@ class XTunerEngine:
         name = run.xtuner_resume_config.name
         return argv, f"resuming from {newest} (resume=True, load_from in {name})"
 
-    def outcome(self, run: RunDir, returncode: int) -> Outcome:
-        return finalizing.outcome(run, returncode)
+    def last_checkpoint_step(self, run: RunDir) -> int | None:
+        """The newest non-empty iter_N.pth (mmengine), a file or a DeepSpeed folder."""
+        from launcher.node.checkpoints import newest_xtuner_checkpoint
 
-    def finalize(self, run: RunDir) -> None:
-        finalizing.finalize(run)
+        newest = newest_xtuner_checkpoint(run.output_dir)
+        return None if newest is None else int(newest.name[len("iter_") : -len(".pth")])
+
+    def outcome(self, plan: Plan, run: RunDir, returncode: int) -> Outcome:
+        return finalizing.outcome(plan, run, returncode)
+
+    def finalize(self, plan: Plan, run: RunDir) -> None:
+        finalizing.finalize(plan, run)

@@ -130,9 +130,8 @@ def evidence(run: RunDir):
     return log_text, rows, last
 
 
-def outcome(run: RunDir, returncode: int) -> Outcome:
+def outcome(plan: Plan, run: RunDir, returncode: int) -> Outcome:
     """Did training really succeed? From the exit status and the evidence."""
-    plan = Plan.load(run.root)
     log_text, rows, last = evidence(run)
     planned = None
     if plan.max_steps is not None:
@@ -140,9 +139,8 @@ def outcome(run: RunDir, returncode: int) -> Outcome:
     return judge(log_text, rows, planned_iters=planned, last_checkpoint=last, returncode=returncode)
 
 
-def finalize(run: RunDir) -> None:
+def finalize(plan: Plan, run: RunDir) -> None:
     """metrics.jsonl from vis_data, then the checkpoint converted to RUN_DIR/output/hf."""
-    plan = Plan.load(run.root)
     d = plan.derived
     _, rows, last = evidence(run)
     metrics = vis_to_metrics(
@@ -155,7 +153,7 @@ def finalize(run: RunDir) -> None:
     if last is None:
         return
     out = run.hf_dir
-    xtuner_bin = Path(plan.node_launch[0].argv[0])
+    xtuner_bin = Path(plan.engine_env) / "bin" / "xtuner"
     recipe = rendered_recipe(run.xtuner_config.read_text())
     # seed 003 (InternVL): the official layout = base checkpoint + trained tensors
     kind = "internvl-run" if recipe == "internvl" else "llava"

@@ -34,7 +34,7 @@ def _kind_of_file(path: Path) -> str | None:
     with path.open(errors="replace") as f:
         head = f.read(4_000_000)
     if mindspeed.MARKER in head:
-        return "mindspeed"
+        return mindspeed.KIND
     if "{'loss'" in head or "{'train_runtime'" in head:
         return "hf_trainer"
     return None
@@ -71,7 +71,7 @@ def find_log(path: str | Path) -> tuple[str, Path]:
     texts = [run.node_log(0), *reversed(run.node_logs())]
     texts += sorted(p for ext in ("*.log", "*.out", "*.txt") for p in path.glob(ext))
     for p in texts:
-        if p.is_file() and (kind := _kind_of_file(p)) in ("hf_trainer", "mindspeed"):
+        if p.is_file() and (kind := _kind_of_file(p)) in ("hf_trainer", mindspeed.KIND):
             return kind, p
     raise LogError(
         path,
@@ -94,6 +94,6 @@ def load(path: str | Path) -> ParsedLog:
         "metrics_jsonl": jsonl.parse,
         "hf_trainer": hf_trainer.parse,
         "xtuner_vis": xtuner.parse,
-        "mindspeed": mindspeed.parse,
+        mindspeed.KIND: mindspeed.parse,
     }
     return parser[kind](file)

@@ -24,6 +24,8 @@ from typing import Any
 
 from launcher.report.collect.records import LogError, ParsedLog
 
+KIND = "mindspeed"
+"""The log kind (launcher.report.collect.detect) of a MindSpeed-MM (Megatron) log."""
 MARKER = "elapsed time per iteration (ms)"
 _PREFIX = re.compile(r"^\s*\[default\d+\]:")
 _ITER = re.compile(r"\biteration\s+(\d+)\s*/\s*(\d+)\s*\|(.*)$")
@@ -110,7 +112,7 @@ def parse_text(text: str, path: Path | None = None) -> ParsedLog:
         raise LogError(where, problems)
     records = [steps[k] for k in sorted(steps)]
     warnings = [] if records else ["no MindSpeed-MM iteration lines found"]
-    return ParsedLog("mindspeed", where, records, None, warnings)
+    return ParsedLog(KIND, where, records, None, warnings)
 
 
 def parse(path: Path) -> ParsedLog:
@@ -127,5 +129,5 @@ def parse_run_logs(paths: list[Path]) -> ParsedLog:
             if best is None or len(got.records) > len(best.records):
                 best = got
     if best is None:
-        return ParsedLog("mindspeed", Path("."), [], None, ["no node logs"])
+        return ParsedLog(KIND, Path("."), [], None, ["no node logs"])
     return best
