@@ -23,7 +23,8 @@ OFFICIAL_TREE = ("internvl_chat/internvl",)
 
 
 def named_paths(text: str) -> set[str]:
-    return {p for p in PATH.findall(text) if not p.startswith(OFFICIAL_TREE)}
+    """Repository paths a text names (`NAME` in a recipe is the placeholder for yours)."""
+    return {p for p in PATH.findall(text) if not p.startswith(OFFICIAL_TREE) and "NAME" not in p}
 
 
 def resolves(dotted: str) -> bool:
@@ -54,12 +55,18 @@ def test_every_path_and_module_a_doc_names_exists(doc: Path):
 
 def recipe(title: str) -> str:
     start = DESIGN.index(f"### How to add {title}")
-    end = DESIGN.find("\n### ", start + 1)
-    return DESIGN[start : end if end > 0 else None]
+    ends = [i for i in (DESIGN.find("\n### ", start + 1), DESIGN.find("\n## ", start)) if i > 0]
+    return DESIGN[start : min(ends, default=None)]
 
 
 @pytest.mark.parametrize("title", ["an engine", "a hw profile", "a metric"])
-def test_each_recipe_names_files_that_exist(title: str):
-    files = named_paths(recipe(title))
+def test_each_recipe_names_files_that_exist_and_what_they_hold(title: str):
+    text = recipe(title)
+    files = named_paths(text)
     assert len(files) >= 2, f"the recipe for {title} names too few files: {files}"
     assert all((REPO / f).exists() for f in files), files
+    # every name the recipe quotes (`ENGINES`, `Column`, `peak_tflops`, ...) is in one of them
+    held = "\n".join((REPO / f).read_text() for f in files if (REPO / f).is_file())
+    names = set(re.findall(r"`([A-Za-z_]\w*)`", text))
+    assert names, f"the recipe for {title} quotes no names"
+    assert not {n for n in names if n not in held}, f"{title}: not in {sorted(files)}"
