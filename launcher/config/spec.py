@@ -345,8 +345,6 @@ class JobSpec:
     cache_dir: str
     check_data: bool = True
     """Run the data pre-flight (every bad sample as file:line) before submitting, dry runs too."""
-    validate_data: bool | None = None
-    """Old name of check_data (still honoured)."""
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     """Extra engine arguments passed through verbatim (checked by the engine)."""
     preflight: PreflightSpec = field(default_factory=PreflightSpec)
@@ -362,10 +360,6 @@ class JobSpec:
         the check reports it)."""
         mp = self.parallelism.model_parallel_size
         return self.world_size // mp if mp >= 1 and self.world_size % mp == 0 else self.world_size
-
-    @property
-    def data_checked(self) -> bool:
-        return self.check_data if self.validate_data is None else self.validate_data
 
     @property
     def should_wait(self) -> bool:

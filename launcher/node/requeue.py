@@ -24,7 +24,7 @@ from launcher.node.attempt import (
     status_for,
     stop_action,
 )
-from launcher.node.rendezvous import Rendezvous, rendezvous_from_slurm, scontrol
+from launcher.node.rendezvous import Rendezvous, rendezvous_from_slurm, scontrol, slurm_minutes
 from launcher.report.collect.failure import Failure
 from launcher.rundir import RunDir
 
@@ -226,13 +226,15 @@ def _slurm_time_limit_min() -> float | None:
         out = scontrol("show", "job", job)
     except (OSError, subprocess.CalledProcessError):
         return None
-    if re.search(r"\bTimeLimit=UNLIMITED\b", out):
-        return float("inf")  # no limit to run into: the signal is a preemption
-    m = re.search(r"\bTimeLimit=(?:(\d+)-)?(\d+):(\d+):(\d+)", out)
+    m = re.search(r"\bTimeLimit=(\S+)", out)
     if m is None:
         return None
-    d, h, mi, sec = (int(x or 0) for x in m.groups())
-    return d * 1440 + h * 60 + mi + sec / 60
+    if m.group(1) == "UNLIMITED":
+        return float("inf")  # no limit to run into: the signal is a preemption
+    try:
+        return slurm_minutes(m.group(1))
+    except ValueError:  # Partition_Limit and the like: not a time
+        return None
 
 
 def stop_for_requeue(run_dir: str) -> bool:

@@ -90,7 +90,7 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
     code), else as the job's first step on node 0 (the login side needs no torch).
     """
     m, d = spec.model, spec.data
-    if not spec.data_checked:
+    if not spec.check_data:
         return DataPreflight("data: not checked (check_data=false)")
     if d.generate:
         return DataPreflight(f"data: {d.generate}, generated on node 0 (nothing to check)")

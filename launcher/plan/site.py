@@ -166,17 +166,6 @@ def slurm_request(spec: JobSpec) -> SlurmRequest:
     )
 
 
-def request_flags(req: SlurmRequest) -> list[str]:
-    """The request as sbatch flags, for the plan summary."""
-    out = [f"--cpus-per-task={req.cpus_per_task}"] if req.cpus_per_task else []
-    out += [f"--mem={req.mem}"] if req.mem else []
-    out += [f"--mem-per-gpu={req.mem_per_gpu}"] if req.mem_per_gpu else []
-    out += ["--exclusive"] if req.exclusive else []
-    out += [f"--time={req.time_min}"] if req.time_min is not None else []
-    out += [f"--wckey={req.wckey}"] if req.wckey else []
-    return out
-
-
 @dataclass(slots=True)
 class SiteReport:
     """What probing the site found: summary lines, problems and warnings."""

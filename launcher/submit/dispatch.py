@@ -132,7 +132,7 @@ def wait(sub: Submitted, poll_s: float = 2.0) -> int:
     if sub.pid is not None and sub.pid in _PROCS:
         _PROCS[sub.pid].wait()
     elif sub.pid is not None:
-        while _pid_alive(sub.pid):
+        while pid_alive(sub.pid):
             time.sleep(poll_s)
     else:
         assert sub.job_id is not None
@@ -172,7 +172,8 @@ def metrics_line(run: RunDir) -> str:
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

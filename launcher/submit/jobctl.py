@@ -19,7 +19,7 @@ from pathlib import Path
 from launcher.config.settings import point_settings
 from launcher.node.nodecheck import preflight_table, status_bits
 from launcher.rundir import RunDir
-from launcher.submit.dispatch import _pid_alive, squeue_state
+from launcher.submit.dispatch import pid_alive, squeue_state
 
 
 def run_dirs(paths: list[str]) -> list[RunDir]:
@@ -43,7 +43,7 @@ def state(run: RunDir) -> str:
         return summary["status"].upper()
     if not job:
         return "PLANNED"
-    if job.get("pid") and _pid_alive(job["pid"]):
+    if job.get("pid") and pid_alive(job["pid"]):
         return "RUNNING"
     return "ENDED-WITHOUT-SUMMARY"
 
