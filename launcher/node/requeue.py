@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from launcher.contract import Plan
+from launcher.contract import RELIABILITY, Plan, Reliability
 from launcher.node.attempt import (
     EX_TEMPFAIL,
     STATE,
@@ -120,12 +120,12 @@ def slurm_requeue(run: RunDir, hostnames: tuple[str, ...], back: int) -> dict | 
     return event
 
 
-def _requeue_refused(cluster: dict, used: int) -> str | None:
+def _requeue_refused(rel: Reliability, used: int) -> str | None:
     """Why the run refuses a requeue for a node failure (cluster.requeue_on_node_failure,
     cluster.max_requeues, with `used` requeues so far), or None if it takes one."""
-    if not cluster.get("requeue_on_node_failure", True):
+    if not rel.requeue_on_node_failure:
         return "requeue_on_node_failure is off"
-    max_requeues = int(cluster.get("max_requeues", 3))
+    max_requeues = rel.max_requeues
     return f"max_requeues ({max_requeues}) reached" if used >= max_requeues else None
 
 
@@ -141,7 +141,11 @@ def before_srun(run_dir: str) -> int:
     event = slurm_requeue(run, rv.hostnames, back=0)  # srun has not started this attempt
     if event is None:
         return 0
-    why = _requeue_refused(plan.reliability or {}, earlier) if event["kind"] in RETRIED else None
+    why = (
+        _requeue_refused(plan.reliability or RELIABILITY, earlier)
+        if event["kind"] in RETRIED
+        else None
+    )
     if why is None:
         run.add_requeue(event)
         return 0
@@ -244,12 +248,12 @@ def stop_for_requeue(run_dir: str) -> bool:
     written."""
     run = RunDir(run_dir)
     plan = Plan.load(run.root)
-    slurm = plan.slurm or {}
-    kind = requeue_kind(STATE.started or time.time(), slurm.get("time"))
-    limit = max(10.0, float(slurm.get("signal_delay_s", 90)) - 15)
+    rel, slurm = plan.reliability or RELIABILITY, plan.slurm
+    kind = requeue_kind(STATE.started or time.time(), slurm.time if slurm else None)
+    limit = max(10.0, float(slurm.signal_delay_s if slurm else rel.signal_delay_s) - 15)
     CHILD.requeuing = True
     done = request_stop(run, kind, limit, plan.engine)
-    max_requeues = int((plan.reliability or {}).get("max_requeues", 3))
+    max_requeues = rel.max_requeues
     used = len(run.requeues())
     event = {
         "restart": restart_count(),
@@ -296,7 +300,7 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         failure = Failure(
             "training_error", f"training error: srun exited with status {srun_status}"
         )
-    cluster = plan.reliability or {}
+    cluster = plan.reliability or RELIABILITY
     retry = failure.failure_class in RETRIED
     why = _requeue_refused(cluster, len(events)) if retry else None
     if retry and why is None:
@@ -309,7 +313,7 @@ def after_srun(run_dir: str, srun_status: int) -> int:
             "action": "requeued",
             "resume_step": _resume_step(run, plan),
         }
-        exclude = cluster.get("exclude_failed_nodes") and failure.node in rv.hostnames
+        exclude = cluster.exclude_failed_nodes and failure.node in rv.hostnames
         if exclude:
             event["excluded"] = failure.node
         if summary is not None:

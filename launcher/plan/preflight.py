@@ -20,7 +20,7 @@ from launcher.contract import Derived, PrepareStep
 from launcher.engines import get_engine
 from launcher.engines.internvl import meta_entries
 from launcher.plan import site
-from launcher.plan.jobscript import REPO, node_python
+from launcher.plan.jobscript import REPO
 from launcher.rundir import RunDir
 
 
@@ -82,7 +82,7 @@ class DataPreflight:
     job_steps: tuple[PrepareStep, ...] = ()
 
 
-def data_preflight(spec: JobSpec) -> DataPreflight:
+def data_preflight(spec: JobSpec, nodes: site.NodePython) -> DataPreflight:
     """Run internvl_chat.tools.validate_data on the data before anything is submitted.
 
     It needs a tokenizer, so it runs in the nodes' environment: here, as a subprocess with
@@ -106,8 +106,7 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
     if absent:
         # a dry run on another machine: check() already warned about the paths it knows
         return DataPreflight(f"data: not checked ({len(absent)} path(s) not on this machine)")
-    python = node_python(spec)
-    build = site.torch_build(python)
+    python, build = nodes.path, nodes.build
     if m.make_tiny or build is None or build.version is None:
         return _preflight_on_node0(spec, metas, entries, tokenizer, python)
     inline_meta = None
@@ -118,7 +117,7 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
         inline_meta = tmp.name
     tolerated: list[str] = []
     try:
-        problems = _run_validate(spec, metas, tokenizer, tolerated)
+        problems = _run_validate(spec, python, metas, tokenizer, tolerated)
     finally:
         if inline_meta:
             os.unlink(inline_meta)
@@ -153,13 +152,13 @@ def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPrefligh
 
 
 def _run_validate(
-    spec: JobSpec, metas: list[str], tokenizer_dir: str, tolerated: list[str]
+    spec: JobSpec, python: str, metas: list[str], tokenizer_dir: str, tolerated: list[str]
 ) -> list[Problem]:
     """Every `file:line: reason` validate_data prints, as problems (the first 50 per file)."""
     problems = []
     for meta in metas:
         argv = [
-            node_python(spec),
+            python,
             "-m",
             "internvl_chat.tools.validate_data",
             meta,

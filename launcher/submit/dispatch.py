@@ -29,10 +29,14 @@ class Submitted:
     pid: int | None = None
 
 
-def dispatch(spec: JobSpec, plan: Plan) -> Submitted:
+def dispatch(
+    spec: JobSpec, plan: Plan, partition: site.Partition | site.Unknown | None = None
+) -> Submitted:
+    """Submit or start the planned job. `partition`: what the check stage's sinfo said (None:
+    ask sinfo here, when the time limit is needed)."""
     run = RunDir(plan.run_dir)
     if spec.cluster.kind == "slurm":
-        sub = _submit_slurm(spec, plan, run)
+        sub = _submit_slurm(spec, plan, run, partition)
     elif spec.cluster.kind == "wrapper":
         sub = _start(run, wrapper_argv(spec, run), "wrapper", foreground=spec.should_wait)
     else:
@@ -44,7 +48,9 @@ def dispatch(spec: JobSpec, plan: Plan) -> Submitted:
     return sub
 
 
-def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
+def _submit_slurm(
+    spec: JobSpec, plan: Plan, run: RunDir, part: site.Partition | site.Unknown | None
+) -> Submitted:
     from launcher.node.task import NodeTask
 
     executor = _executor_class()(
@@ -52,11 +58,12 @@ def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
         python=shlex.quote(plan.python),
         max_num_timeout=spec.cluster.max_requeues,
     )
-    executor.update_parameters(**plan.slurm)
-    if plan.slurm.get("time") is None:
+    assert plan.slurm is not None
+    executor.update_parameters(**plan.slurm.parameters())
+    if plan.slurm.time is None:
         # No --time: the partition's DefaultTime (else MaxTime) applies. submitit still wants
         # a number to tell a time-out from a preemption when USR2 arrives: that, else "never".
-        part = site.partition_info(spec.cluster.partition)
+        part = part or site.partition_info(spec.cluster.partition)
         limit = part.applies_min if isinstance(part, site.Partition) else None
         executor.requeue_timeout_min = limit or 10**7
     job = executor.submit(NodeTask(str(run.root)))
