@@ -18,14 +18,6 @@ EX_TEMPFAIL = 75
 """The trainer's exit status after it saved on a stop request (requeue): not done, not failed."""
 
 
-class _State:
-    started: float = 0.0
-
-
-STATE = _State()
-"""When this node task first started (the time-limit rule of a stop signal counts from it)."""
-
-
 PROVENANCE_ENV = ("NCCL_", "HCCL_", "TORCH_NCCL_", "ASCEND_", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_")
 PROVENANCE_PACKAGES = (
     "torch",

@@ -140,10 +140,10 @@ def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPrefligh
         PrepareStep(
             argv=(
                 python, "-m", "internvl_chat.tools.validate_data", meta,
-                "--model", tokenizer, f"--ok-file={run.logs_dir / f'data-ok-{i}'}",
+                "--model", tokenizer, f"--ok-file={run.data_ok(i)}",
                 f"--max-bad-sample-ratio={spec.data.max_bad_sample_ratio}",
             ),
-            creates=str(run.logs_dir / f"data-ok-{i}"),
+            creates=str(run.data_ok(i)),
         )
         for i, meta in enumerate(metas)
     )  # fmt: skip

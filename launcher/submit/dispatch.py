@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher.config.spec import JobSpec
 from launcher.contract import Plan
@@ -27,6 +27,8 @@ class Submitted:
     run: RunDir
     job_id: str | None = None
     pid: int | None = None
+    proc: subprocess.Popen | None = field(default=None, compare=False, repr=False)
+    """The process when this launch started it (cluster=local, wrapper): wait() waits on it."""
 
 
 def dispatch(
@@ -116,11 +118,7 @@ def _start(run: RunDir, argv: list[str], kind: str, *, foreground: bool) -> Subm
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _PROCS[proc.pid] = proc
-    return Submitted(kind, run, pid=proc.pid)
-
-
-_PROCS: dict[int, subprocess.Popen] = {}
+    return Submitted(kind, run, pid=proc.pid, proc=proc)
 
 
 def squeue_state(job_id: str) -> str | None:
@@ -136,8 +134,8 @@ def squeue_state(job_id: str) -> str | None:
 
 def wait(sub: Submitted, poll_s: float = 2.0) -> int:
     """Block until the job ends; return 0 only if it completed."""
-    if sub.pid is not None and sub.pid in _PROCS:
-        _PROCS[sub.pid].wait()
+    if sub.proc is not None:
+        sub.proc.wait()
     elif sub.pid is not None:
         while pid_alive(sub.pid):
             time.sleep(poll_s)
