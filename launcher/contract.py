@@ -165,6 +165,58 @@ class MemoryEstimate:
     detail: str
 
 
+class _Omitted:
+    def __repr__(self) -> str:
+        return "OMITTED"
+
+
+OMITTED: Any = _Omitted()
+"""A Summary key this ending does not write: absent from summary.json, not null."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """summary.json's outcome: how one attempt ended. Built by launcher.node.attempt.summary and
+    written by the node side only (RunDir.write_summary); `report` adds its figures beside
+    these keys (RunDir.update_summary)."""
+
+    status: str
+    """completed, failed, stopped or cancelled."""
+    reason: str
+    job_id: str | None
+    nodes: int
+    hostnames: tuple[str, ...]
+    started: float
+    ended: float
+    duration_s: float
+    restart: int
+    """Slurm's requeues of this job so far (SLURM_RESTART_COUNT)."""
+    requeues: int
+    attempt: int
+    steps: int
+    """metrics.jsonl's records when the attempt ended (report writes the last step number)."""
+    final_loss: float | None
+    failure_class: str | None = None
+    action: str | None = None
+    returncode: int | None = OMITTED
+    node: str | None = OMITTED
+    failure_source: str | None = OMITTED
+    failure_node: str | None = OMITTED
+    exit_reason: str = OMITTED
+    """The engine's own verdict when the logs name another cause."""
+    provenance: Mapping[str, Any] = OMITTED
+    preflight: Any = OMITTED
+    """The node pre-flight's verdict (launcher.node.nodecheck.summary_fields), and below it
+    the nodes it excluded and the stragglers."""
+    excluded_nodes: list[str] = OMITTED
+    stragglers: list[Any] = OMITTED
+
+    def record(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["hostnames"] = list(self.hostnames)
+        return {k: v for k, v in out.items() if v is not OMITTED}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """Everything plan.json records, plus the `files` to write (plan.json among them).

@@ -87,11 +87,12 @@ def _action(run: RunDir, plan: Plan, rv: Rendezvous, bad: list[dict]) -> str:
 def _stop(run: RunDir, rv: Rendezvous, reason: str, bad: list[dict] | None,
           action: str = "stopped: preflight.on_fail=stop") -> int:  # fmt: skip
     if rv.node_rank == 0:
-        summary = attempt_summary(run, rv, time.time(), status="failed", reason=reason)
-        summary |= {"failure_class": "preflight", "action": action, "returncode": None,
-                    "node": ",".join(b["node"] for b in bad) if bad else None}  # fmt: skip
-        summary |= nodecheck.summary_fields(run)
-        run.write_summary(summary)
+        summary = attempt_summary(
+            run, rv, time.time(), status="failed", reason=reason, failure_class="preflight",
+            action=action, returncode=None, node=",".join(b["node"] for b in bad) if bad else None,
+            **nodecheck.summary_fields(run),
+        )  # fmt: skip
+        run.write_summary(summary.record())
         print(f"[launcher] {reason}; {action}", flush=True)
     else:
         _wait(lambda: run.summary_json.exists())

@@ -223,9 +223,9 @@ def stop_for_requeue(run_dir: str) -> bool:
             f"reached; state saved at step {done['resume_step']}"
         )
         rv = rendezvous_from_slurm()
-        summary = attempt_summary(run, rv, CHILD.started, status="stopped", reason=reason)
-        summary |= {"failure_class": kind, "action": event["action"]}
-        run.write_summary(summary)
+        summary = attempt_summary(run, rv, CHILD.started, status="stopped", reason=reason,
+                                  failure_class=kind, action=event["action"])  # fmt: skip
+        run.write_summary(summary.record())
         return False
     event["action"] = "requeued"
     run.add_requeue(event)

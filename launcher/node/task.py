@@ -200,29 +200,24 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
         if rv.node_rank == 0 and not tee.child.requeuing:
             # a stop nobody requeues (the stop file written by hand): resumable by relaunching
             line = stop_line(run, 0) or "stop requested"
-            summary = attempt_summary(run, rv, started, status="stopped", reason=line)
-            summary |= {"returncode": rc, "action": "stopped"}
-            summary["provenance"] = {**(plan.provenance or {}), **record["provenance"]}
-            run.write_summary(summary)
+            summary = attempt_summary(
+                run, rv, started, status="stopped", reason=line, returncode=rc, action="stopped",
+                provenance={**(plan.provenance or {}), **record["provenance"]},
+            )  # fmt: skip
+            run.write_summary(summary.record())
         return EX_TEMPFAIL
     if rv.node_rank == 0:
         # the engine's own verdict is one more source (XTuner: "exited 0 but the log shows")
         failure = None if ok else diagnose(run, rv.hostnames, {"outcome": reason})
-        summary = attempt_summary(
-            run,
-            rv,
-            started,
-            status="completed" if ok else status_for(failure),
-            reason=reason if ok or failure is None else failure.reason,
-            returncode=rc,
-        )
+        how = {"status": "completed" if ok else status_for(failure), "reason": reason}
         if failure is not None:
-            summary |= failure.as_dict()
-            summary["exit_reason"] = reason
-            summary["action"] = stop_action(failure)
-        summary["provenance"] = {**(plan.provenance or {}), **record["provenance"]}
-        summary |= summary_fields(run)  # the pre-flight's verdict, stragglers
-        run.write_summary(summary)
+            how |= failure.as_dict() | {"exit_reason": reason, "action": stop_action(failure)}
+        summary = attempt_summary(
+            run, rv, started, **how, returncode=rc,
+            provenance={**(plan.provenance or {}), **record["provenance"]},
+            **summary_fields(run),  # the pre-flight's verdict, stragglers
+        )  # fmt: skip
+        run.write_summary(summary.record())
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")
     return 0 if ok else 1
 

@@ -49,10 +49,12 @@ def before_srun(run_dir: str) -> int:
     event["action"] = f"stopped: {why}; Slurm requeued the job itself, this attempt did not train"
     run.add_requeue(event)
     set_aside_summary(run, restart_count())
-    summary = attempt_summary(run, rv, time.time(), status="failed", reason=event["reason"])
-    summary |= {"failure_class": event["kind"], "node": event.get("node"),
-                "action": event["action"], "returncode": None}  # fmt: skip
-    run.write_summary(summary)
+    summary = attempt_summary(
+        run, rv, time.time(), status="failed", reason=event["reason"],
+        failure_class=event["kind"], node=event.get("node"), action=event["action"],
+        returncode=None,
+    )  # fmt: skip
+    run.write_summary(summary.record())
     print(f"[launcher] {event['reason']}; not starting attempt {restart_count() + 1}: {why}",
           flush=True)  # fmt: skip
     return 1
@@ -119,11 +121,11 @@ def after_srun(run_dir: str, srun_status: int) -> int:
         return done.returncode
     fields = {**failure.as_dict(), "action": stop_action(failure, why)}
     if summary is not None and summary.get("restart", 0) == restarts:
-        summary |= fields
-        run.write_summary(summary)
+        run.write_summary(fields)  # node 0's summary of this attempt, with the cause added
     else:
-        summary = attempt_summary(run, rv, time.time(), status=status_for(failure), **fields)
-        summary["returncode"] = srun_status
-        run.write_summary(summary)
+        ended = attempt_summary(
+            run, rv, time.time(), status=status_for(failure), returncode=srun_status, **fields
+        )
+        run.write_summary(ended.record())
     print(f"[launcher] job ended: {failure.reason}", flush=True)
     return srun_status or 1
