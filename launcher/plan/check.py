@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.config import generations, tracking
+from launcher.config import datafacts, generations, tracking
 from launcher.config.derive import derive
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
@@ -50,14 +50,14 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     derived, problems, warnings = _rules(spec)
     checked = ["settings", "batch arithmetic", "hw/ZeRO/model rules"]
     checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
-    est = None
+    est, meta = None, datafacts.read_meta(spec)  # data.meta_file: read once, passed on
     probed = site.probe(spec)  # its problems come after the rules' (below)
     if derived is not None:
         engine = get_engine(spec.model.engine)
         problems += engine.check(spec, derived)
         tracker = check_extra.tracker_python(spec, probed.python)
         problems += tracking.check(spec, tracker, supported=engine.tracks)
-        est = memory_estimate(spec, derived)
+        est = memory_estimate(spec, derived, meta)
         too_big = memory_problem(spec, derived, est)
         if est is not None:
             fits = f"{'fits' if too_big is None else 'does NOT fit'} {spec.hw.memory_gb:g}"
@@ -68,7 +68,7 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
                 problems.append(too_big)
             else:
                 warnings.append(f"{too_big} (an estimate: submitting anyway)")
-    derived, more_notes = check_extra.extra(spec, derived, est, probed.python, problems, warnings)
+    derived, more_notes = check_extra.extra(spec, derived, est, meta, probed, problems, warnings)
     missing = sum(w.endswith("(dry run: not required now)") for w in warnings)
     checked.append(f"paths ({missing} missing here)" if missing else "paths")
     checked.append("run dir")

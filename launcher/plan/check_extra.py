@@ -19,7 +19,7 @@ from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
 from launcher.engines import get_engine
 from launcher.plan import steps
-from launcher.plan.site import NodePython
+from launcher.plan.site import NodePython, SiteReport
 
 
 def _model_dirs(spec: JobSpec) -> list[Problem]:
@@ -77,16 +77,17 @@ def extra(
     spec: JobSpec,
     derived: Derived | None,
     est,
-    nodes: NodePython,
+    meta: datafacts.MetaRead,
+    probed: SiteReport,
     problems: list[Problem],
     warnings: list[str],
 ) -> tuple[Derived | None, list[str]]:
     """Add this module's problems and warnings to the check's lists (in place); return the
     derived numbers with optimizer_steps and the notes for the plan."""
-    found_problems = datafacts.data_problems(spec) + _model_dirs(spec)
+    found_problems = datafacts.data_problems(spec, meta) + _model_dirs(spec)
     more, more_warnings = get_engine(spec.model.engine).setup_problems(spec)
-    found_problems += more + _fits_cpu(spec, est) + _local_python(spec, nodes)
-    found = [] if found_problems else datafacts.datasets(spec)
+    found_problems += more + _fits_cpu(spec, est) + _local_python(spec, probed.python)
+    found = [] if found_problems else datafacts.datasets(spec, meta)
     samples = datafacts.total_samples(found)
     found_problems += steps.step_problems(spec, derived, samples)
     problems += found_problems
@@ -97,7 +98,7 @@ def extra(
         derived, optimizer_steps=steps.optimizer_steps(spec, derived, samples)
     )
     notes = [datafacts.data_line(spec, found), steps.steps_line(spec, derived, samples)]
-    when = steps.duration_line(spec, derived, samples)
+    when = steps.duration_line(spec, derived, samples, meta)
     return derived, notes + ([when] if when else [])
 
 

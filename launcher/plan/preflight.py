@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from launcher.config.datafacts import MetaRead
 from launcher.config.generations import packed_row
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived, PrepareStep
@@ -24,7 +25,7 @@ from launcher.plan.jobscript import REPO
 from launcher.rundir import RunDir
 
 
-def memory_estimate(spec: JobSpec, derived: Derived):
+def memory_estimate(spec: JobSpec, derived: Derived, meta: MetaRead | None = None):
     """Per-device memory estimate (launcher/plan/memory.py, docs/MEMORY.md); None without dims."""
     from launcher.flops import check_countable
     from launcher.plan import memory
@@ -37,7 +38,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     except ValueError:
         return None
     m = spec.model
-    tokens, basis = sample_tokens(spec)
+    tokens, basis = sample_tokens(spec, meta)
     seq_len, tiles = spec.seq_len, m.max_tiles
     if (row := packed_row(spec)) is not None:  # a micro-batch sample is a whole packed row
         tokens, tiles, basis = row

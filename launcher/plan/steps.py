@@ -17,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+from launcher.config.datafacts import MetaRead
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
 from launcher.engines import get_engine
@@ -123,7 +124,9 @@ def measured_rate(spec: JobSpec, derived: Derived) -> tuple[float, str] | None:
     return None
 
 
-def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str | None:
+def duration_line(
+    spec: JobSpec, derived: Derived, samples: int | None, meta: MetaRead | None = None
+) -> str | None:
     """Expected training time: from an earlier run of this model on this hw when there is one,
     else from hw peak x ASSUMED_MFU (None without model dims)."""
     from launcher.flops import check_countable, sample_flops
@@ -142,7 +145,7 @@ def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str |
         dims = check_countable(spec.model.flops_dims)
     except ValueError:
         return None
-    tokens, _ = sample_tokens(spec)
+    tokens, _ = sample_tokens(spec, meta)
     flops = sample_flops(dims, llm_tokens=tokens, trainable=spec.model.trainable)
     rate = derived.world_size * spec.hw.peak_tflops * 1e12 * ASSUMED_MFU
     seconds = steps * derived.global_batch_size * flops / rate
