@@ -131,6 +131,10 @@ class RunDir:
     def submitit_dir(self) -> Path:
         return self.root / "submitit"
 
+    def submission_sh(self, job_id: str) -> Path:
+        """The batch script submitit submitted for job `job_id` (compared with sbatch.sh)."""
+        return self.submitit_dir / f"{job_id}_submission.sh"
+
     @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
@@ -150,6 +154,10 @@ class RunDir:
         """One JSON line per optimizer step from the node's local rank 0: its compute time
         (launcher.node.nodecheck's straggler detector reads them)."""
         return self.logs_dir / f"node{node_rank}.steps.jsonl"
+
+    def node_preflight_dir(self, node_rank: int) -> Path:
+        """torchrun's per-rank logs of the node pre-flight on one node (--log-dir)."""
+        return self.logs_dir / f"node{node_rank}-preflight"
 
     @property
     def preflight_json(self) -> Path:

@@ -69,7 +69,7 @@ def _submit_slurm(
         limit = part.applies_min if isinstance(part, site.Partition) else None
         executor.requeue_timeout_min = limit or 10**7
     job = executor.submit(NodeTask(str(run.root)))
-    submitted = run.submitit_dir / f"{job.job_id}_submission.sh"
+    submitted = run.submission_sh(str(job.job_id))
     if submitted.exists() and submitted.read_text() != run.sbatch_sh.read_text():
         print(
             f"warning: submitit submitted a script that differs from {run.sbatch_sh}",
