@@ -52,24 +52,34 @@ class Derived:
         )
 
 
+class _Omitted:
+    def __repr__(self) -> str:
+        return "OMITTED"
+
+
+OMITTED: Any = _Omitted()
+"""A key a record leaves out (absent from its JSON, not null): a Summary key this ending does
+not write, a SlurmRequest key an older plan.json does not have."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlurmRequest:
     """What cluster=slurm asks of Slurm: submitit SlurmExecutor's parameters (plan.json "slurm").
 
     `parameters()` is the mapping submitit takes and plan.json records: the required ones in
-    this order, then the optional ones that are set."""
+    this order, then the optional ones that are set. OMITTED: not in an older plan.json."""
 
     job_name: str
     nodes: int
     ntasks_per_node: int
-    time: int | None
+    time: int | None = OMITTED
     """--time in minutes; None leaves the flag out (the partition's limit)."""
-    wckey: str | None
-    signal_delay_s: int
-    stderr_to_stdout: bool
-    setup: tuple[str, ...]
-    srun_args: tuple[str, ...]
-    teardown: tuple[str, ...]
+    wckey: str | None = OMITTED
+    signal_delay_s: int = OMITTED
+    stderr_to_stdout: bool = OMITTED
+    setup: tuple[str, ...] = OMITTED
+    srun_args: tuple[str, ...] = OMITTED
+    teardown: tuple[str, ...] = OMITTED
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -83,22 +93,26 @@ class SlurmRequest:
     """True asks --exclusive; None leaves it out."""
     additional_parameters: Mapping[str, str] | None = None
     """Site-only sbatch options (cluster.sbatch_extra)."""
+    unknown: Mapping[str, Any] = field(default_factory=dict)
+    """Keys of a plan.json from another version, kept as they were."""
 
     def parameters(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        for f in dataclasses.fields(self)[:-1]:
             value = getattr(self, f.name)
-            if f.name in _SLURM_OPTIONAL and value is None:
+            if value is OMITTED or (f.name in _SLURM_OPTIONAL and value is None):
                 continue
             if isinstance(value, tuple):
                 value = list(value)
             out[f.name] = dict(value) if isinstance(value, Mapping) else value
-        return out
+        return out | dict(self.unknown)
 
     @classmethod
     def from_parameters(cls, r: Mapping[str, Any]) -> SlurmRequest:
+        known = {f.name for f in dataclasses.fields(cls)} - {"unknown"}
         lists = ("setup", "srun_args", "teardown")
-        return cls(**{k: tuple(v) if k in lists else v for k, v in r.items()})
+        typed = {k: tuple(v) if k in lists else v for k, v in r.items() if k in known}
+        return cls(**typed, unknown={k: v for k, v in r.items() if k not in known})
 
 
 _SLURM_OPTIONAL = (
@@ -163,15 +177,6 @@ class MemoryEstimate:
     device_gb: float
     fits: bool
     detail: str
-
-
-class _Omitted:
-    def __repr__(self) -> str:
-        return "OMITTED"
-
-
-OMITTED: Any = _Omitted()
-"""A Summary key this ending does not write: absent from summary.json, not null."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
