@@ -18,6 +18,7 @@ from launcher.config.spec import JobSpec
 from launcher.contract import Plan
 from launcher.plan import site
 from launcher.plan.jobscript import wrapper_argv
+from launcher.report.collect.records import final_loss
 from launcher.rundir import RunDir, write_json_atomic
 
 
@@ -166,13 +167,13 @@ def metrics_line(run: RunDir) -> str:
         return "no metrics were written"
     k = max(1, min(5, len(rows) // 4))
     first = sum(r["loss"] for r in rows[:k]) / k
-    last = sum(r["loss"] for r in rows[-k:]) / k
+    last = final_loss(rows)
     timed = rows[1:] or rows  # the first step carries start-up costs
     sps = sum(r["samples_per_sec"] for r in timed) / len(timed)
     tokens = [r["tokens_per_sec"] for r in timed if "tokens_per_sec" in r]
     tps = f"{sum(tokens) / len(tokens):.0f} tokens/s" if tokens else "tokens/s not logged"
     return (
-        f"{len(rows)} steps: loss {first:.3f} -> {last:.3f} (mean of first/last {k}); "
+        f"{len(rows)} steps: loss {first:.3f} (mean of the first {k}) -> {last:.3f} (final); "
         f"{sps:.1f} samples/s, {tps}; metrics in {run.metrics_jsonl}"
     )
 
