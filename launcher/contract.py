@@ -58,8 +58,7 @@ class _Omitted:
 
 
 OMITTED: Any = _Omitted()
-"""A key a record leaves out (absent from its JSON, not null): a Summary key this ending does
-not write, a SlurmRequest key an older plan.json does not have."""
+"""A key a record leaves out (absent, not null): what an ending or an older plan.json lacks."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,8 +210,7 @@ class Summary:
     """The engine's own verdict when the logs name another cause."""
     provenance: Mapping[str, Any] = OMITTED
     preflight: Any = OMITTED
-    """The node pre-flight's verdict (launcher.node.nodecheck.summary_fields), and below it
-    the nodes it excluded and the stragglers."""
+    """The node pre-flight's verdict; it and the two below: launcher.node.nodecheck.summary_fields."""
     excluded_nodes: list[str] = OMITTED
     stragglers: list[Any] = OMITTED
 

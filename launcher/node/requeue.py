@@ -146,8 +146,11 @@ def _wait_for_save(
         time.sleep(0.2)
 
 
-def request_stop(run: RunDir, child: _Child, reason: str, limit_s: float, engine: str) -> dict:
-    """Ask every rank to save (the stop file), wait for it, and say what was saved."""
+def request_stop(
+    run: RunDir, reason: str, limit_s: float, engine: str, child: _Child = CHILD
+) -> dict:
+    """Ask every rank to save (the stop file), wait until `child` (this node's) saved or exited,
+    and say what was saved."""
     requested = time.time()
     run.control_dir.mkdir(parents=True, exist_ok=True)
     run.stop_file.write_text(json.dumps({"reason": reason, "at": requested}) + "\n")
@@ -207,7 +210,7 @@ def stop_for_requeue(run_dir: str) -> bool:
     kind = requeue_kind(CHILD.started or time.time(), slurm.time if slurm else None)
     limit = max(10.0, float(slurm.signal_delay_s if slurm else rel.signal_delay_s) - 15)
     CHILD.requeuing = True
-    done = request_stop(run, CHILD, kind, limit, plan.engine)
+    done = request_stop(run, kind, limit, plan.engine)
     max_requeues = rel.max_requeues
     used = len(run.requeues())
     event = {
