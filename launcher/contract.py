@@ -52,6 +52,95 @@ class Derived:
         )
 
 
+class _Omitted:
+    def __repr__(self) -> str:
+        return "OMITTED"
+
+
+OMITTED: Any = _Omitted()
+"""A key a record leaves out (absent, not null): what an ending or an older plan.json lacks."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlurmRequest:
+    """What cluster=slurm asks of Slurm: submitit SlurmExecutor's parameters (plan.json "slurm").
+
+    `parameters()` is the mapping submitit takes and plan.json records: the required ones in
+    this order, then the optional ones that are set. OMITTED: not in an older plan.json."""
+
+    job_name: str
+    nodes: int
+    ntasks_per_node: int
+    time: int | None = OMITTED
+    """--time in minutes; None leaves the flag out (the partition's limit)."""
+    wckey: str | None = OMITTED
+    signal_delay_s: int = OMITTED
+    stderr_to_stdout: bool = OMITTED
+    setup: tuple[str, ...] = OMITTED
+    srun_args: tuple[str, ...] = OMITTED
+    teardown: tuple[str, ...] = OMITTED
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    exclude: str | None = None
+    constraint: str | None = None
+    gres: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    mem_per_gpu: str | None = None
+    exclusive: bool | None = None
+    """True asks --exclusive; None leaves it out."""
+    additional_parameters: Mapping[str, str] | None = None
+    """Site-only sbatch options (cluster.sbatch_extra)."""
+    unknown: Mapping[str, Any] = field(default_factory=dict)
+    """Keys of a plan.json from another version, kept as they were."""
+
+    def parameters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self)[:-1]:
+            value = getattr(self, f.name)
+            if value is OMITTED or (f.name in _SLURM_OPTIONAL and value is None):
+                continue
+            if isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = dict(value) if isinstance(value, Mapping) else value
+        return out | dict(self.unknown)
+
+    @classmethod
+    def from_parameters(cls, r: Mapping[str, Any]) -> SlurmRequest:
+        known = {f.name for f in dataclasses.fields(cls)} - {"unknown"}
+        lists = ("setup", "srun_args", "teardown")
+        typed = {k: tuple(v) if k in lists else v for k, v in r.items() if k in known}
+        return cls(**typed, unknown={k: v for k, v in r.items() if k not in known})
+
+
+_SLURM_OPTIONAL = (
+    "partition", "account", "qos", "exclude", "constraint", "gres", "cpus_per_task", "mem",
+    "mem_per_gpu", "exclusive", "additional_parameters",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reliability:
+    """What the node task and the sbatch teardown act on (plan.json "reliability"). The
+    defaults are cluster.*'s (launcher.config.spec.ClusterSpec takes them from here)."""
+
+    max_requeues: int = 3
+    """How often one run is requeued (time limit, preemption, node failure) before it stops."""
+    signal_delay_s: int = 90
+    """Slurm signals the job (USR2) this long before its time limit: the time to save and requeue."""
+    collective_timeout_s: int = 600
+    """A collective that waits longer fails the job (ddp_timeout, NCCL/HCCL/gloo timeouts)."""
+    requeue_on_node_failure: bool = True
+    """Requeue (within max_requeues) when a node or rank dies, resuming from the last checkpoint."""
+    exclude_failed_nodes: bool = False
+    """On such a requeue, also keep the failed node out of the job (scontrol ExcNodeList)."""
+
+
+RELIABILITY = Reliability()
+"""The defaults (what a plan.json without a "reliability" record ran with)."""
+
+
 MASTER_ADDR = "{master_addr}"
 MASTER_PORT = "{master_port}"
 
@@ -87,6 +176,48 @@ class MemoryEstimate:
     device_gb: float
     fits: bool
     detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """summary.json's outcome: how one attempt ended. Built by launcher.node.attempt.summary and
+    written by the node side only (RunDir.write_summary); `report` adds its figures beside
+    these keys (RunDir.update_summary)."""
+
+    status: str
+    """completed, failed, stopped or cancelled."""
+    reason: str
+    job_id: str | None
+    nodes: int
+    hostnames: tuple[str, ...]
+    started: float
+    ended: float
+    duration_s: float
+    restart: int
+    """Slurm's requeues of this job so far (SLURM_RESTART_COUNT)."""
+    requeues: int
+    attempt: int
+    steps: int
+    """metrics.jsonl's records when the attempt ended (report writes the last step number)."""
+    final_loss: float | None
+    failure_class: str | None = None
+    action: str | None = None
+    returncode: int | None = OMITTED
+    node: str | None = OMITTED
+    failure_source: str | None = OMITTED
+    failure_node: str | None = OMITTED
+    exit_reason: str = OMITTED
+    """The engine's own verdict when the logs name another cause."""
+    provenance: Mapping[str, Any] = OMITTED
+    preflight: Any = OMITTED
+    """The node pre-flight's verdict; it and the two below: launcher.node.nodecheck.summary_fields."""
+    excluded_nodes: list[str] = OMITTED
+    stragglers: list[Any] = OMITTED
+
+    def record(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["hostnames"] = list(self.hostnames)
+        return {k: v for k, v in out.items() if v is not OMITTED}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,12 +257,11 @@ class Plan:
     network: Mapping[str, Any]
     prepare: tuple[PrepareStep, ...]
     node_launch: tuple[NodeLaunch, ...]
-    slurm: Mapping[str, Any] | None
+    slurm: SlurmRequest | None
     time_limit: str | None
     warnings: tuple[str, ...]
-    reliability: Mapping[str, Any] | None = None
-    """cluster.max_requeues, signal_delay_s, collective_timeout_s, requeue_on_node_failure,
-    exclude_failed_nodes: what the node task and the sbatch teardown act on."""
+    reliability: Reliability | None = None
+    """None only in a plan.json written without one: the defaults (RELIABILITY) apply."""
     preflight: Mapping[str, Any] | None = None
     """The node pre-flight (launcher.node.nodecheck.plan_record), when the run asks for one."""
     megatron: Mapping[str, Any] | None = None
@@ -178,10 +308,11 @@ class Plan:
             {"node_rank": n.node_rank, "argv": list(n.argv), "env": dict(n.env)}
             for n in self.node_launch
         ]
-        out["slurm"] = self.slurm
+        out["slurm"] = None if self.slurm is None else self.slurm.parameters()
         out["time_limit"] = self.time_limit
         out["warnings"] = list(self.warnings)
-        out["reliability"] = dict(self.reliability) if self.reliability is not None else None
+        rel = self.reliability
+        out["reliability"] = None if rel is None else dataclasses.asdict(rel)
         if self.preflight is not None:
             out["preflight"] = self.preflight
         if self.megatron is not None:
@@ -236,10 +367,10 @@ class Plan:
                 NodeLaunch(node_rank=n["node_rank"], argv=tuple(n["argv"]), env=dict(n["env"]))
                 for n in r["node_launch"]
             ),
-            slurm=r["slurm"],
+            slurm=None if r["slurm"] is None else SlurmRequest.from_parameters(r["slurm"]),
             time_limit=r["time_limit"],
             warnings=tuple(r["warnings"]),
-            reliability=r.get("reliability"),
+            reliability=Reliability(**r["reliability"]) if r.get("reliability") else None,
             preflight=r.get("preflight"),
             megatron=megatron,
             engine_env=r.get("engine_env"),

@@ -86,6 +86,23 @@ class RunDir:
         """engine=mindspeed: data.json, model.json and convert.sh."""
         return self.root / "mindspeed"
 
+    @property
+    def mindspeed_data_json(self) -> Path:
+        return self.mindspeed_dir / "data.json"
+
+    @property
+    def mindspeed_model_json(self) -> Path:
+        return self.mindspeed_dir / "model.json"
+
+    @property
+    def mindspeed_convert_sh(self) -> Path:
+        return self.mindspeed_dir / "convert.sh"
+
+    @property
+    def mindspeed_latest_iteration(self) -> Path:
+        """engine=mindspeed: Megatron's record of the newest checkpoint in output/."""
+        return self.output_dir / "latest_checkpointed_iteration.txt"
+
     def mindspeed_mm_dir(self, split_tag: str) -> Path:
         """engine=mindspeed: weights converted with that split (default model.mindspeed_mm_dir)."""
         return self.mindspeed_dir / f"mm-{split_tag}"
@@ -114,6 +131,10 @@ class RunDir:
     def submitit_dir(self) -> Path:
         return self.root / "submitit"
 
+    def submission_sh(self, job_id: str) -> Path:
+        """The batch script submitit submitted for job `job_id` (compared with sbatch.sh)."""
+        return self.submitit_dir / f"{job_id}_submission.sh"
+
     @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
@@ -134,6 +155,10 @@ class RunDir:
         (launcher.node.nodecheck's straggler detector reads them)."""
         return self.logs_dir / f"node{node_rank}.steps.jsonl"
 
+    def node_preflight_dir(self, node_rank: int) -> Path:
+        """torchrun's per-rank logs of the node pre-flight on one node (--log-dir)."""
+        return self.logs_dir / f"node{node_rank}-preflight"
+
     @property
     def preflight_json(self) -> Path:
         """The node pre-flight's figures and verdict (internvl_chat.tools.node_check, node 0)."""
@@ -152,6 +177,19 @@ class RunDir:
     def convert_log(self) -> Path:
         """engine=xtuner: the checkpoint conversion's output."""
         return self.logs_dir / "convert.log"
+
+    def data_ok(self, index: int) -> Path:
+        """Node 0's data pre-flight of meta file `index` passed (a prepare step's marker)."""
+        return self.logs_dir / f"data-ok-{index}"
+
+    def summary_attempt_json(self, restart: int) -> Path:
+        """summary.json of requeued attempt `restart` (0 = the first), set aside for the next."""
+        return self.logs_dir / f"summary.attempt-{restart}.json"
+
+    @property
+    def mlruns_dir(self) -> Path:
+        """tracking=mlflow without a tracking URI: the run's own file store."""
+        return self.root / "mlruns"
 
     @property
     def prepared_marker(self) -> Path:
@@ -297,6 +335,30 @@ class RunDir:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+@dataclass(frozen=True, slots=True)
+class SweepDir:
+    """A sweep's folder: one run dir per point, and the sweep's own records."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def sweep_jsonl(self) -> Path:
+        """One JSON line per point: its overrides, run dir and how planning it went."""
+        return self.root / "sweep.jsonl"
+
+    @property
+    def multirun_yaml(self) -> Path:
+        """Hydra's record of the sweep: the composed defaults plus the command line."""
+        return self.root / "multirun.yaml"
+
+    def point(self, name: str) -> Path:
+        """The run dir of the point named `name`."""
+        return self.root / name
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -28,7 +28,7 @@ def test_a_rerun_resumes_from_the_last_checkpoint(tmp_path: Path, monkeypatch):
         "hw.env.ASCEND_RT_VISIBLE_DEVICES='0,1'", "cluster=local", "cluster.setup=[]",
         "parallelism=megatron", "parallelism.pp=2", "per_device_batch_size=1",
         "gradient_accumulation_steps=2", "data=meta_file", f"data.meta_file={meta}",
-        "validate_data=false", "max_steps=6", "save_steps=3", "dry_run=true",
+        "check_data=false", "max_steps=6", "save_steps=3", "dry_run=true",
         f"run_dir={run_dir}", f"cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     assert not problems and run(cfg, problems) == 0  # plan written, nothing started

@@ -72,7 +72,7 @@ def test_two_node_mindspeed_job_on_slurm(slurm_cluster, tmp_path: Path):
         "hw.node_mem_gb=1", "cluster=slurm",
         f"cluster.setup=['export PATH={FAKES}:$PATH']", "nodes=2", "parallelism=megatron",
         "parallelism.pp=2", "per_device_batch_size=1", "gradient_accumulation_steps=2",
-        "data=meta_file", f"data.meta_file={meta}", "validate_data=false", "max_steps=6",
+        "data=meta_file", f"data.meta_file={meta}", "check_data=false", "max_steps=6",
         "save_steps=3", "wait=true", f"run_dir={run_dir}", f"cache_dir={tmp_path / 'cache'}",
         env=ascend_env(slurm_cluster.env),
     )  # fmt: skip

@@ -271,7 +271,7 @@ def test_resume_verb_continues_a_failed_mindspeed_run_with_load(tmp_path: Path, 
                   "hw.gres=null", "hw.env.ASCEND_RT_VISIBLE_DEVICES='0,1'", "cluster=local",
                   "cluster.setup=[]", "parallelism=megatron", "parallelism.pp=2",
                   "per_device_batch_size=1", "gradient_accumulation_steps=2", "data=meta_file",
-                  f"data.meta_file={meta}", "validate_data=false", "max_steps=6", "save_steps=3",
+                  f"data.meta_file={meta}", "check_data=false", "max_steps=6", "save_steps=3",
                   f"cache_dir={tmp_path / 'cache'}")  # fmt: skip
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_PRETRAIN_DIE_AFTER", "4")

@@ -15,7 +15,8 @@ from launcher.node.checkpoints import (
     newest_hf_checkpoint,
     newest_xtuner_checkpoint,
 )
-from launcher.node.requeue import after_srun, requeue_kind, saved_for_requeue
+from launcher.node.requeue import requeue_kind, saved_for_requeue
+from launcher.node.teardown import after_srun
 from launcher.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -291,7 +292,8 @@ def test_slurms_own_requeue_after_a_node_failure_obeys_the_runs_settings(
     script's check before srun books that requeue with its cause and, where the run asked for
     no requeue on node failure (or has used up max_requeues), stops there: summary.json says
     node_failure on node2 and why, and no node starts; node 0 then books nothing twice."""
-    from launcher.node.requeue import before_srun, new_attempt
+    from launcher.node.requeue import new_attempt
+    from launcher.node.teardown import before_srun
 
     run = plan_run(tmp_path, "cluster=slurm", "hw=cpu", "nodes=2", *overrides)
     run.submitit_dir.mkdir()

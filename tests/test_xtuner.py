@@ -54,7 +54,7 @@ def tiny_overrides(root: str) -> list[str]:
         "per_device_batch_size=2",
         "gradient_accumulation_steps=1",
         "seq_len=128",
-        "validate_data=false",
+        "check_data=false",
         "model.xtuner_base=tiny_llava_pretrain",
         "model.llm_family=llama",
         f"model.llm_path={root}/llm",

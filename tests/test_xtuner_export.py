@@ -257,7 +257,7 @@ def test_seed_003_run_ends_in_the_official_layout(tiny_internvl: Path, tmp_path:
         f"data.image_folder={tmp_path / 'images'}",
         "hw=cpu",
         "cluster=local",
-        "validate_data=false",
+        "check_data=false",
         "dry_run=true",
         f"run_dir={run_dir}",
     )

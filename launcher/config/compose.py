@@ -27,7 +27,7 @@ from launcher.config.spec import ConfigError, Problem
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 defaults.register()  # base/{model,data,cluster,job}: the dataclass defaults (launcher/config/defaults.py)
-GROUPS = ("model", "data", "parallelism", "hw", "cluster", "benchmark", "tracking")
+GROUPS = defaults.GROUPS
 
 _UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'|Key '([^']+)' is not in struct")
 _MISSING_OPTION = re.compile(r"Could not find '([^/']+)/([^']+)'")

@@ -73,6 +73,30 @@ def load_meta(
     return (None if problems else meta), problems
 
 
+@dataclass(frozen=True, slots=True)
+class MetaRead:
+    """data.meta_file as read once per launch (launcher.plan.check), passed to what needs it."""
+
+    entries: dict[str, Any] | None
+    """The meta JSON the job reads, paths absolute (engines.internvl.meta_entries); None: not
+    readable here."""
+    problems: tuple[Problem, ...] = ()
+    """Why data.meta_file cannot be read (load_meta)."""
+
+
+def read_meta(spec: JobSpec) -> MetaRead:
+    """Read data.meta_file (or take data.datasets) once: the entries and the file's problems."""
+    from launcher.engines.internvl import meta_entries, with_absolute_paths
+
+    d = spec.data
+    if not d.meta_file:
+        return MetaRead(meta_entries(spec))
+    if not Path(d.meta_file).exists():
+        return MetaRead(None)
+    meta, problems = load_meta(d.meta_file, "data.meta_file")
+    return MetaRead(with_absolute_paths(Path(d.meta_file), meta), tuple(problems))
+
+
 def _count_lines(path: str) -> int | None:
     p = Path(path)
     try:
@@ -89,17 +113,16 @@ def _repeat(entry: dict[str, Any]) -> int:
     return int(rt) if isinstance(rt, (int, float)) and rt > 1 else 1
 
 
-def datasets(spec: JobSpec) -> list[Dataset]:
-    """Each dataset the job trains on (empty when the data cannot be read here)."""
+def datasets(spec: JobSpec, meta: MetaRead | None = None) -> list[Dataset]:
+    """Each dataset the job trains on (empty when the data cannot be read here); `meta`: the
+    launch's read of data.meta_file (read here when not given)."""
     d = spec.data
     if d.generate:
         return [Dataset(d.generate, d.dir, None, d.num_samples, "generated on node 0")]
     if d.format == "llava_json":
         return [Dataset(d.name, d.image_folder, d.json_path, None, "a JSON array, not counted")]
-    from launcher.engines.internvl import meta_entries
-
     out = []
-    for name, e in (meta_entries(spec) or {}).items():
+    for name, e in ((meta or read_meta(spec)).entries or {}).items():
         lines = _count_lines(e["annotation"])
         if lines is not None:
             samples, basis = lines * _repeat(e), "lines counted"
@@ -117,19 +140,18 @@ def total_samples(found: list[Dataset]) -> int | None:
     return sum(x.samples for x in found)  # type: ignore[misc]
 
 
-def data_problems(spec: JobSpec) -> list[Problem]:
+def data_problems(spec: JobSpec, meta: MetaRead | None = None) -> list[Problem]:
     """Meta files that cannot be read, and annotations with no samples in them."""
     d = spec.data
+    meta = meta or read_meta(spec)
     out: list[Problem] = []
-    for setting, path in (
-        ("data.meta_file", d.meta_file),
-        ("data.eval_meta_file", d.eval_meta_file),
-    ):
-        if path and not d.generate and Path(path).exists():
-            out += load_meta(path, setting)[1]
+    if d.meta_file and not d.generate:
+        out += meta.problems
+    if d.eval_meta_file and not d.generate and Path(d.eval_meta_file).exists():
+        out += load_meta(d.eval_meta_file, "data.eval_meta_file")[1]
     if out or d.generate:
         return out
-    for x in datasets(spec):
+    for x in datasets(spec, meta):
         if x.annotation and x.basis == "lines counted" and x.samples == 0:
             where = "data.meta_file" if d.meta_file else f"data.datasets.{x.name}.annotation"
             out.append(Problem(where, f"{x.annotation}: annotation of {x.name!r} has no samples"))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from launcher.config.convert import build
 from launcher.config.tracking import TrackingSpec
+from launcher.contract import RELIABILITY
 from launcher.flops import ModelDims, Tile, Trainable
 from launcher.problems import ConfigError, Problem
 
@@ -262,17 +263,12 @@ class ClusterSpec:
     mapping can be given on the command line: cluster.sbatch_extra='{quotatype: reserved}')."""
     python: str | None = None
     """Python on the nodes; default: the one `setup` activates, else the launcher's own."""
-    max_requeues: int = 3
-    """How often one run is requeued (time limit, preemption, node failure) before it stops."""
-    signal_delay_s: int = 90
-    """Slurm signals the job (USR2) this long before its time limit: the time to save and requeue."""
-    collective_timeout_s: int = 600
-    """A collective that waits longer fails the job (ddp_timeout, NCCL/HCCL/gloo timeouts): how
-    long a dead or hung node can stall the others."""
-    requeue_on_node_failure: bool = True
-    """Requeue (within max_requeues) when a node or rank dies, resuming from the last checkpoint."""
-    exclude_failed_nodes: bool = False
-    """On such a requeue, also keep the failed node out of the job (scontrol ExcNodeList)."""
+    # the reliability settings: their defaults and meaning are launcher.contract.Reliability's
+    max_requeues: int = RELIABILITY.max_requeues
+    signal_delay_s: int = RELIABILITY.signal_delay_s
+    collective_timeout_s: int = RELIABILITY.collective_timeout_s
+    requeue_on_node_failure: bool = RELIABILITY.requeue_on_node_failure
+    exclude_failed_nodes: bool = RELIABILITY.exclude_failed_nodes
     command: tuple[str, ...] = ()
     """wrapper: the site command; `{nodes}` is replaced, the payload is appended as one argument."""
 
@@ -345,8 +341,6 @@ class JobSpec:
     cache_dir: str
     check_data: bool = True
     """Run the data pre-flight (every bad sample as file:line) before submitting, dry runs too."""
-    validate_data: bool | None = None
-    """Old name of check_data (still honoured)."""
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     """Extra engine arguments passed through verbatim (checked by the engine)."""
     preflight: PreflightSpec = field(default_factory=PreflightSpec)
@@ -362,10 +356,6 @@ class JobSpec:
         the check reports it)."""
         mp = self.parallelism.model_parallel_size
         return self.world_size // mp if mp >= 1 and self.world_size % mp == 0 else self.world_size
-
-    @property
-    def data_checked(self) -> bool:
-        return self.check_data if self.validate_data is None else self.validate_data
 
     @property
     def should_wait(self) -> bool:

@@ -52,7 +52,7 @@ def report_to(t: TrackingSpec) -> str:
 
 
 def mlflow_uri(t: TrackingSpec, run: RunDir) -> str:
-    return t.uri or (run.root / "mlruns").as_uri()
+    return t.uri or run.mlruns_dir.as_uri()
 
 
 def run_id(run: RunDir) -> str:

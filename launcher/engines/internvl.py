@@ -72,17 +72,22 @@ def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
         path = Path(d.meta_file)
         from launcher.config.datafacts import load_meta
 
-        meta = load_meta(str(path))[0] if path.exists() else None
-        if meta is None:  # not here, or unreadable (launcher.config.datafacts reports it)
-            return None
-        # the copy lives in the run dir: relative paths keep meaning what they meant
-        for entry in meta.values():
-            for key in ("root", "annotation"):
-                value = entry.get(key) if isinstance(entry, dict) else None
-                if isinstance(value, str) and not value.startswith("s3://"):
-                    entry[key] = str((path.parent / value).absolute())
-        return meta
+        return with_absolute_paths(path, load_meta(str(path))[0] if path.exists() else None)
     return {name: _entry(e) for name, e in d.datasets.items()}
+
+
+def with_absolute_paths(path: Path, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The meta file at `path` with its relative roots and annotations made absolute: the copy
+    lives in the run dir, and they keep meaning what they meant. None: not here, or unreadable
+    (launcher.config.datafacts reports it)."""
+    if meta is None:
+        return None
+    for entry in meta.values():
+        for key in ("root", "annotation"):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and not value.startswith("s3://"):
+                entry[key] = str((path.parent / value).absolute())
+    return meta
 
 
 def _entry(e: DatasetEntry) -> dict[str, Any]:

@@ -9,21 +9,16 @@ import os
 import re
 import sys
 import time
+from typing import Any
 
+from launcher.contract import Summary
 from launcher.node.rendezvous import Rendezvous
 from launcher.report.collect.failure import Failure
+from launcher.report.collect.records import final_loss
 from launcher.rundir import RunDir
 
 EX_TEMPFAIL = 75
 """The trainer's exit status after it saved on a stop request (requeue): not done, not failed."""
-
-
-class _State:
-    started: float = 0.0
-
-
-STATE = _State()
-"""When this node task first started (the time-limit rule of a stop signal counts from it)."""
 
 
 PROVENANCE_ENV = ("NCCL_", "HCCL_", "TORCH_NCCL_", "ASCEND_", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_")
@@ -58,28 +53,24 @@ def restart_count(env: dict[str, str] | None = None) -> int:
     return int((os.environ if env is None else env).get("SLURM_RESTART_COUNT") or 0)
 
 
-def _metrics_tail(run: RunDir) -> dict:
-    rows = run.metrics()
-    return {"steps": len(rows), "final_loss": rows[-1].get("loss") if rows else None}
-
-
-def attempt_summary(run: RunDir, rv: Rendezvous, started: float, **fields) -> dict:
-    """summary.json for this attempt: who ran, when, how far it got, then `fields`."""
-    return {
-        "job_id": rv.job_id,
-        "nodes": rv.nnodes,
-        "hostnames": list(rv.hostnames),
-        "started": started,
-        "ended": time.time(),
-        "duration_s": round(time.time() - started, 3),
-        "restart": restart_count(),
-        "requeues": run.requeues_total(),
-        "attempt": run.attempt(),
-        "failure_class": None,
-        "action": None,
-        **_metrics_tail(run),
-        **fields,
-    }
+def attempt_summary(run: RunDir, rv: Rendezvous, started: float, **outcome: Any) -> Summary:
+    """summary.json for this attempt, the one place it is built: who ran, when, how far it
+    got, then `outcome` (status, reason and the fields of how it ended)."""
+    rows, ended = run.metrics(), time.time()
+    return Summary(
+        job_id=rv.job_id,
+        nodes=rv.nnodes,
+        hostnames=rv.hostnames,
+        started=started,
+        ended=ended,
+        duration_s=round(ended - started, 3),
+        restart=restart_count(),
+        requeues=run.requeues_total(),
+        attempt=run.attempt(),
+        steps=len(rows),
+        final_loss=final_loss(rows),
+        **outcome,
+    )
 
 
 def status_for(failure: Failure | None) -> str:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Any
 
-from launcher.contract import Plan
+from launcher.contract import RELIABILITY, Plan
 from launcher.node import nodecheck
 from launcher.node.attempt import EX_TEMPFAIL, attempt_summary, restart_count
 from launcher.node.rendezvous import Rendezvous, fill, scontrol
@@ -74,7 +74,7 @@ def _action(run: RunDir, plan: Plan, rv: Rendezvous, bad: list[dict]) -> str:
     on_fail = (plan.preflight or {})["on_fail"]
     if not bad or on_fail != "exclude":
         return on_fail if bad else "none"
-    max_requeues = int((plan.reliability or {}).get("max_requeues", 3))
+    max_requeues = (plan.reliability or RELIABILITY).max_requeues
     if not rv.job_id or not rv.hostnames:
         return "stopped: on_fail=exclude needs Slurm to requeue without the node"
     if len(bad) >= rv.nnodes:
@@ -87,11 +87,12 @@ def _action(run: RunDir, plan: Plan, rv: Rendezvous, bad: list[dict]) -> str:
 def _stop(run: RunDir, rv: Rendezvous, reason: str, bad: list[dict] | None,
           action: str = "stopped: preflight.on_fail=stop") -> int:  # fmt: skip
     if rv.node_rank == 0:
-        summary = attempt_summary(run, rv, time.time(), status="failed", reason=reason)
-        summary |= {"failure_class": "preflight", "action": action, "returncode": None,
-                    "node": ",".join(b["node"] for b in bad) if bad else None}  # fmt: skip
-        summary |= nodecheck.summary_fields(run)
-        run.write_summary(summary)
+        summary = attempt_summary(
+            run, rv, time.time(), status="failed", reason=reason, failure_class="preflight",
+            action=action, returncode=None, node=",".join(b["node"] for b in bad) if bad else None,
+            **nodecheck.summary_fields(run),
+        )  # fmt: skip
+        run.write_summary(summary.record())
         print(f"[launcher] {reason}; {action}", flush=True)
     else:
         _wait(lambda: run.summary_json.exists())

@@ -73,7 +73,7 @@ def plan_record(spec: JobSpec, derived: Derived, run: RunDir, python: str) -> di
     argv = []
     for r in range(derived.nodes):
         prefix = [a for a in torchrun(python, derived, run, r) if not a.startswith("--log-dir=")]
-        log_dir = f"--log-dir={run.logs_dir / f'node{r}-preflight'}"
+        log_dir = f"--log-dir={run.node_preflight_dir(r)}"
         argv.append([*prefix, log_dir, "-m", "internvl_chat.tools.node_check", str(run.root)])
     return {
         **found,

@@ -11,6 +11,8 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
+from launcher.contract import MASTER_ADDR, MASTER_PORT
+
 
 @dataclass(frozen=True, slots=True)
 class Rendezvous:
@@ -53,6 +55,23 @@ def rendezvous_from_slurm(env: dict[str, str] | None = None) -> Rendezvous:
     )
 
 
+def slurm_minutes(text: str) -> int | None:
+    """Slurm's [D-]HH:MM:SS / MM:SS / MM in minutes; None for infinite/unknown (sinfo's
+    partition limits on the login side, scontrol's job limit on the node)."""
+    text = text.strip()
+    if text.lower() in ("infinite", "unlimited", "n/a", "none", ""):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if len(parts) == 3:
+        h, m, s = parts
+    elif len(parts) == 2:
+        h, (m, s) = 0, parts
+    else:
+        h, m, s = 0, parts[0], 0
+    return (int(days or 0) * 24 + h) * 60 + m + (1 if s else 0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,6 +80,4 @@ def free_port() -> int:
 
 def fill(text: str, rv: Rendezvous) -> str:
     """The plan's `{master_addr}` / `{master_port}` placeholders, filled in on the node."""
-    return text.replace("{master_addr}", rv.master_addr).replace(
-        "{master_port}", str(rv.master_port)
-    )
+    return text.replace(MASTER_ADDR, rv.master_addr).replace(MASTER_PORT, str(rv.master_port))

@@ -1,8 +1,6 @@
 """Stop and requeue: the stop request every rank honours, submitit's USR2 handler (time limit
-or preemption) behind `NodeTask.checkpoint`, and the sbatch teardown `after_srun`, which reads
-the logs when node 0 could not say how the job ended and requeues on a node failure.
-
-Run as `python -m launcher.node RUN_DIR --after-srun=$?` from the sbatch script's teardown.
+or preemption) behind `NodeTask.checkpoint`, and the requeue rules the sbatch script's own
+steps apply too (launcher.node.teardown).
 """
 
 from __future__ import annotations
@@ -14,25 +12,20 @@ import subprocess
 import threading
 import time
 
-from launcher.contract import Plan
-from launcher.node.attempt import (
-    EX_TEMPFAIL,
-    STATE,
-    attempt_summary,
-    diagnose,
-    restart_count,
-    status_for,
-    stop_action,
-)
-from launcher.node.rendezvous import Rendezvous, rendezvous_from_slurm, scontrol
-from launcher.report.collect.failure import Failure
+from launcher.contract import RELIABILITY, Plan, Reliability
+from launcher.node.attempt import EX_TEMPFAIL, attempt_summary, diagnose, restart_count
+from launcher.node.rendezvous import rendezvous_from_slurm, scontrol, slurm_minutes
 from launcher.rundir import RunDir
 
 
 class _Child:
-    """The running child of this node task (one at a time), shared with the signal handler."""
+    """This process's node task as submitit's signal handler (NodeTask.checkpoint, which gets
+    no arguments) must see it: when the task first started, and its running child (one at a
+    time). The node task passes it to what runs the child; only the handler reads `CHILD`."""
 
     def __init__(self) -> None:
+        self.started: float = 0.0
+        """When this node task first started (the time-limit rule of a stop signal counts from it)."""
         self.proc: subprocess.Popen | None = None
         self.returncode: int = 0
         self.done = threading.Event()
@@ -48,6 +41,7 @@ class _Child:
 
 
 CHILD = _Child()
+"""The one module-level holder: a signal handler can be passed nothing."""
 
 
 def stop_line(run: RunDir, node_rank: int) -> str | None:
@@ -81,7 +75,7 @@ def new_attempt(run: RunDir, hostnames: tuple[str, ...] = ()) -> str | None:
     attempt."""
     run.stop_file.unlink(missing_ok=True)
     restarts = restart_count()
-    _set_aside_summary(run, restarts)
+    set_aside_summary(run, restarts)
     event = slurm_requeue(run, hostnames, back=1)  # this attempt has only begun
     if event is not None:
         run.add_requeue(event)
@@ -90,9 +84,9 @@ def new_attempt(run: RunDir, hostnames: tuple[str, ...] = ()) -> str | None:
     return None
 
 
-def _set_aside_summary(run: RunDir, restarts: int) -> None:
+def set_aside_summary(run: RunDir, restarts: int) -> None:
     if run.summary_json.exists():
-        os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts - 1}.json")
+        os.replace(run.summary_json, run.summary_attempt_json(restarts - 1))
 
 
 def slurm_requeue(run: RunDir, hostnames: tuple[str, ...], back: int) -> dict | None:
@@ -116,57 +110,22 @@ def slurm_requeue(run: RunDir, hostnames: tuple[str, ...], back: int) -> dict | 
     found = diagnose(run, hostnames, back=back)
     if found is not None and found.failure_class in ("node_failure", "hardware_error"):
         event |= {"kind": found.failure_class, "reason": found.reason, "node": found.node}
-    event["resume_step"] = _resume_step(run, Plan.load(run.root))
+    event["resume_step"] = resume_step(run, Plan.load(run.root))
     return event
 
 
-def _requeue_refused(cluster: dict, used: int) -> str | None:
+def requeue_refused(rel: Reliability, used: int) -> str | None:
     """Why the run refuses a requeue for a node failure (cluster.requeue_on_node_failure,
     cluster.max_requeues, with `used` requeues so far), or None if it takes one."""
-    if not cluster.get("requeue_on_node_failure", True):
+    if not rel.requeue_on_node_failure:
         return "requeue_on_node_failure is off"
-    max_requeues = int(cluster.get("max_requeues", 3))
+    max_requeues = rel.max_requeues
     return f"max_requeues ({max_requeues}) reached" if used >= max_requeues else None
 
 
-def before_srun(run_dir: str) -> int:
-    """The sbatch script, before srun, on an attempt Slurm started again (SLURM_RESTART_COUNT
-    > 0). Slurm requeues a job whose node it declared down whatever the run asked
-    (JobRequeue=1): honour cluster.requeue_on_node_failure=false and cluster.max_requeues
-    here, before any node starts. 0: go on; 1: the run stops, summary.json says why."""
-    run = RunDir(run_dir)
-    plan = Plan.load(run.root)
-    earlier = len(run.requeues())
-    rv = _batch_rendezvous(plan)
-    event = slurm_requeue(run, rv.hostnames, back=0)  # srun has not started this attempt
-    if event is None:
-        return 0
-    why = _requeue_refused(plan.reliability or {}, earlier) if event["kind"] in RETRIED else None
-    if why is None:
-        run.add_requeue(event)
-        return 0
-    event["action"] = f"stopped: {why}; Slurm requeued the job itself, this attempt did not train"
-    run.add_requeue(event)
-    _set_aside_summary(run, restart_count())
-    summary = attempt_summary(run, rv, time.time(), status="failed", reason=event["reason"])
-    summary |= {"failure_class": event["kind"], "node": event.get("node"),
-                "action": event["action"], "returncode": None}  # fmt: skip
-    run.write_summary(summary)
-    print(f"[launcher] {event['reason']}; not starting attempt {restart_count() + 1}: {why}",
-          flush=True)  # fmt: skip
-    return 1
-
-
-def _batch_rendezvous(plan: Plan) -> Rendezvous:
-    """The job's nodes as the batch script sees them (node 0, the batch host)."""
-    env = dict(os.environ)
-    try:
-        return rendezvous_from_slurm(env)
-    except (KeyError, subprocess.CalledProcessError, FileNotFoundError):
-        return Rendezvous(0, plan.derived.nodes, "", 0, env.get("SLURM_JOB_ID"))
-
-
-def _wait_for_save(run: RunDir, requested: float, limit_s: float) -> tuple[bool, int | None]:
+def _wait_for_save(
+    run: RunDir, child: _Child, requested: float, limit_s: float
+) -> tuple[bool, int | None]:
     """Wait (at most limit_s) until this node's child exited after the stop request, or a
     valid checkpoint newer than the request exists. (saved?, step of the newest valid one)."""
     from launcher.node.checkpoints import MARKER, valid_checkpoints
@@ -175,20 +134,23 @@ def _wait_for_save(run: RunDir, requested: float, limit_s: float) -> tuple[bool,
     while True:
         found = valid_checkpoints(run.output_dir)
         fresh = [n for n, p in found if (p / MARKER).stat().st_mtime >= requested - 1]
-        if CHILD.done.is_set():
+        if child.done.is_set():
             # torchrun reports its workers' 75 as 1: a checkpoint newer than the request
             # is the proof that they saved
-            saved = CHILD.returncode == EX_TEMPFAIL or bool(fresh)
+            saved = child.returncode == EX_TEMPFAIL or bool(fresh)
             return saved, found[-1][0] if found else None
-        if fresh and CHILD.proc is None:
+        if fresh and child.proc is None:
             return True, fresh[-1]
         if time.monotonic() > deadline:
             return bool(fresh), found[-1][0] if found else None
         time.sleep(0.2)
 
 
-def request_stop(run: RunDir, reason: str, limit_s: float, engine: str) -> dict:
-    """Ask every rank to save (the stop file), wait for it, and say what was saved."""
+def request_stop(
+    run: RunDir, reason: str, limit_s: float, engine: str, child: _Child = CHILD
+) -> dict:
+    """Ask every rank to save (the stop file), wait until `child` (this node's) saved or exited,
+    and say what was saved."""
     requested = time.time()
     run.control_dir.mkdir(parents=True, exist_ok=True)
     run.stop_file.write_text(json.dumps({"reason": reason, "at": requested}) + "\n")
@@ -196,7 +158,7 @@ def request_stop(run: RunDir, reason: str, limit_s: float, engine: str) -> dict:
 
     trainer = get_engine(engine)
     if trainer.saves_on_stop:  # the others resume from their last periodic checkpoint
-        saved, step = _wait_for_save(run, requested, limit_s)
+        saved, step = _wait_for_save(run, child, requested, limit_s)
     else:
         saved, step = False, trainer.last_checkpoint_step(run)
     return {
@@ -226,13 +188,15 @@ def _slurm_time_limit_min() -> float | None:
         out = scontrol("show", "job", job)
     except (OSError, subprocess.CalledProcessError):
         return None
-    if re.search(r"\bTimeLimit=UNLIMITED\b", out):
-        return float("inf")  # no limit to run into: the signal is a preemption
-    m = re.search(r"\bTimeLimit=(?:(\d+)-)?(\d+):(\d+):(\d+)", out)
+    m = re.search(r"\bTimeLimit=(\S+)", out)
     if m is None:
         return None
-    d, h, mi, sec = (int(x or 0) for x in m.groups())
-    return d * 1440 + h * 60 + mi + sec / 60
+    if m.group(1) == "UNLIMITED":
+        return float("inf")  # no limit to run into: the signal is a preemption
+    try:
+        return slurm_minutes(m.group(1))
+    except ValueError:  # Partition_Limit and the like: not a time
+        return None
 
 
 def stop_for_requeue(run_dir: str) -> bool:
@@ -242,12 +206,12 @@ def stop_for_requeue(run_dir: str) -> bool:
     written."""
     run = RunDir(run_dir)
     plan = Plan.load(run.root)
-    slurm = plan.slurm or {}
-    kind = requeue_kind(STATE.started or time.time(), slurm.get("time"))
-    limit = max(10.0, float(slurm.get("signal_delay_s", 90)) - 15)
+    rel, slurm = plan.reliability or RELIABILITY, plan.slurm
+    kind = requeue_kind(CHILD.started or time.time(), slurm.time if slurm else None)
+    limit = max(10.0, float(slurm.signal_delay_s if slurm else rel.signal_delay_s) - 15)
     CHILD.requeuing = True
     done = request_stop(run, kind, limit, plan.engine)
-    max_requeues = int((plan.reliability or {}).get("max_requeues", 3))
+    max_requeues = rel.max_requeues
     used = len(run.requeues())
     event = {
         "restart": restart_count(),
@@ -262,80 +226,16 @@ def stop_for_requeue(run_dir: str) -> bool:
             f"reached; state saved at step {done['resume_step']}"
         )
         rv = rendezvous_from_slurm()
-        summary = attempt_summary(run, rv, STATE.started, status="stopped", reason=reason)
-        summary |= {"failure_class": kind, "action": event["action"]}
-        run.write_summary(summary)
+        summary = attempt_summary(run, rv, CHILD.started, status="stopped", reason=reason,
+                                  failure_class=kind, action=event["action"])  # fmt: skip
+        run.write_summary(summary.record())
         return False
     event["action"] = "requeued"
     run.add_requeue(event)
     return True
 
 
-def after_srun(run_dir: str, srun_status: int) -> int:
-    """The sbatch script's teardown, on the batch host once srun returned. When node 0 could
-    not say how the job ended (another node or rank died and srun killed the rest), read the
-    logs: requeue on a node failure or collective timeout (cluster.requeue_on_node_failure,
-    within max_requeues, optionally excluding the failed node), else write the summary."""
-    run = RunDir(run_dir)
-    plan = Plan.load(run.root)
-    events = run.requeues()
-    restarts = restart_count()
-    if events and events[-1].get("restart") == restarts and events[-1]["action"] == "requeued":
-        return 0  # submitit's signal handler already requeued this attempt
-    summary = run.summary()
-    this_attempt = summary is not None and summary.get("restart", 0) == restarts
-    if this_attempt and summary.get("failure_class") == "preflight":
-        return srun_status or 1  # node 0 stopped the run before training: its verdict stands
-    if this_attempt and summary["status"] in ("completed", "stopped", "cancelled"):
-        return 0 if summary["status"] == "completed" else srun_status or 1
-    rv = _batch_rendezvous(plan)
-    failure = diagnose(run, rv.hostnames)
-    if failure is None:
-        failure = Failure(
-            "training_error", f"training error: srun exited with status {srun_status}"
-        )
-    cluster = plan.reliability or {}
-    retry = failure.failure_class in RETRIED
-    why = _requeue_refused(cluster, len(events)) if retry else None
-    if retry and why is None:
-        event = {
-            "restart": restarts,
-            "kind": failure.failure_class,
-            "at": time.time(),
-            "reason": failure.reason,
-            "node": failure.node,
-            "action": "requeued",
-            "resume_step": _resume_step(run, plan),
-        }
-        exclude = cluster.get("exclude_failed_nodes") and failure.node in rv.hostnames
-        if exclude:
-            event["excluded"] = failure.node
-        if summary is not None:
-            os.replace(run.summary_json, run.logs_dir / f"summary.attempt-{restarts}.json")
-        run.add_requeue(event)
-        print(f"[launcher] {failure.reason}; requeueing job {rv.job_id}", flush=True)
-        if exclude:  # a running job's ExcNodeList cannot change: requeue held, exclude, release
-            from launcher.node.gate import requeue_excluding, with_excluded
-
-            job = str(rv.job_id)
-            return 1 if requeue_excluding(job, with_excluded(job, [failure.node])) else 0
-        done = subprocess.run(["scontrol", "requeue", str(rv.job_id)])
-        return done.returncode
-    fields = {**failure.as_dict(), "action": stop_action(failure, why)}
-    if summary is not None and summary.get("restart", 0) == restarts:
-        summary |= fields
-        run.write_summary(summary)
-    else:
-        summary = attempt_summary(
-            run, rv, STATE.started or time.time(), status=status_for(failure), **fields
-        )
-        summary["returncode"] = srun_status
-        run.write_summary(summary)
-    print(f"[launcher] job ended: {failure.reason}", flush=True)
-    return srun_status or 1
-
-
-def _resume_step(run: RunDir, plan: Plan) -> int | None:
+def resume_step(run: RunDir, plan: Plan) -> int | None:
     from launcher.node.checkpoints import last_step
 
     return last_step(run, plan.engine)

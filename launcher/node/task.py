@@ -27,7 +27,6 @@ from launcher.contract import Plan
 from launcher.node import tracking as tracking_node
 from launcher.node.attempt import (
     EX_TEMPFAIL,
-    STATE,
     attempt_summary,
     diagnose,
     provenance,
@@ -39,13 +38,12 @@ from launcher.node.nodecheck import summary_fields
 from launcher.node.rendezvous import Rendezvous, fill, free_port, rendezvous_from_slurm
 from launcher.node.requeue import (
     CHILD,
-    after_srun,
-    before_srun,
     new_attempt,
     saved_for_requeue,
     stop_for_requeue,
     stop_line,
 )
+from launcher.node.teardown import after_srun, before_srun
 from launcher.rundir import RunDir, write_json_atomic
 
 PREPARE_TIMEOUT_S = 3600
@@ -54,7 +52,8 @@ PREPARE_TIMEOUT_S = 3600
 class Tee:
     """Lines from the child go to the node log and to our stdout (Slurm's log)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, child=CHILD):
+        self.child = child  # who else must see the running child: submitit's signal handler
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = path.open("a", buffering=1)
         self.tail: deque[str] = deque(maxlen=200)  # the last child's last lines
@@ -81,19 +80,20 @@ class Tee:
             # the stop file, and USR2's default action would kill it before it saved.
             preexec_fn=_ignore_usr2,
         )
-        CHILD.start(proc)
+        child = self.child
+        child.start(proc)
 
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 self.write(line)
-            CHILD.finish(proc.wait())
+            child.finish(proc.wait())
 
         t = threading.Thread(target=pump, name="tee", daemon=True)
         t.start()
         while t.is_alive():
             t.join(0.5)
-        return CHILD.returncode
+        return child.returncode
 
 
 def _ignore_usr2() -> None:
@@ -141,9 +141,9 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
 
     run = RunDir(run_dir)
     plan = Plan.load(run.root)
-    tee = Tee(run.node_log(rv.node_rank))
+    tee = Tee(run.node_log(rv.node_rank), CHILD)
     started = time.time()
-    STATE.started = STATE.started or started
+    CHILD.started = CHILD.started or started
     tee.write(
         f"[launcher] node {rv.node_rank}/{rv.nnodes} on {socket.gethostname()} "
         f"master {rv.master_addr}:{rv.master_port} job {rv.job_id or 'local'}\n"
@@ -197,32 +197,27 @@ def run_node(run_dir: str, rv: Rendezvous) -> int:
     write_json_atomic(run.node_exit(rv.node_rank), record)
     if rc == EX_TEMPFAIL:
         tee.write(f"[launcher] node {rv.node_rank}: saved for requeue\n")
-        if rv.node_rank == 0 and not CHILD.requeuing:
+        if rv.node_rank == 0 and not tee.child.requeuing:
             # a stop nobody requeues (the stop file written by hand): resumable by relaunching
             line = stop_line(run, 0) or "stop requested"
-            summary = attempt_summary(run, rv, started, status="stopped", reason=line)
-            summary |= {"returncode": rc, "action": "stopped"}
-            summary["provenance"] = {**(plan.provenance or {}), **record["provenance"]}
-            run.write_summary(summary)
+            summary = attempt_summary(
+                run, rv, started, status="stopped", reason=line, returncode=rc, action="stopped",
+                provenance={**(plan.provenance or {}), **record["provenance"]},
+            )  # fmt: skip
+            run.write_summary(summary.record())
         return EX_TEMPFAIL
     if rv.node_rank == 0:
         # the engine's own verdict is one more source (XTuner: "exited 0 but the log shows")
         failure = None if ok else diagnose(run, rv.hostnames, {"outcome": reason})
-        summary = attempt_summary(
-            run,
-            rv,
-            started,
-            status="completed" if ok else status_for(failure),
-            reason=reason if ok or failure is None else failure.reason,
-            returncode=rc,
-        )
+        how = {"status": "completed" if ok else status_for(failure), "reason": reason}
         if failure is not None:
-            summary |= failure.as_dict()
-            summary["exit_reason"] = reason
-            summary["action"] = stop_action(failure)
-        summary["provenance"] = {**(plan.provenance or {}), **record["provenance"]}
-        summary |= summary_fields(run)  # the pre-flight's verdict, stragglers
-        run.write_summary(summary)
+            how |= failure.as_dict() | {"exit_reason": reason, "action": stop_action(failure)}
+        summary = attempt_summary(
+            run, rv, started, **how, returncode=rc,
+            provenance={**(plan.provenance or {}), **record["provenance"]},
+            **summary_fields(run),  # the pre-flight's verdict, stragglers
+        )  # fmt: skip
+        run.write_summary(summary.record())
     tee.write(f"[launcher] node {rv.node_rank}: {'ok' if ok else 'FAILED'}: {reason}\n")
     return 0 if ok else 1
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.config import generations, tracking
+from launcher.config import datafacts, generations, tracking
 from launcher.config.derive import derive
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
@@ -39,6 +39,7 @@ class Checked:
     memory: Any = None
     """launcher.plan.memory's estimate (None without model dims), recorded in plan.json."""
     preflight: DataPreflight = NOT_CHECKED
+    probed: site.SiteReport | None = None  # the nodes' python, sinfo's partition: found once
 
 
 def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) -> Checked:
@@ -49,12 +50,14 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     derived, problems, warnings = _rules(spec)
     checked = ["settings", "batch arithmetic", "hw/ZeRO/model rules"]
     checked += [f"benchmark {spec.benchmark.name} rules"] if spec.benchmark.name != "none" else []
-    est = None
+    est, meta = None, datafacts.read_meta(spec)  # data.meta_file: read once, passed on
+    probed = site.probe(spec)  # its problems come after the rules' (below)
     if derived is not None:
         engine = get_engine(spec.model.engine)
         problems += engine.check(spec, derived)
-        problems += tracking.check(spec, check_extra.tracker_python(spec), supported=engine.tracks)
-        est = memory_estimate(spec, derived)
+        tracker = check_extra.tracker_python(spec, probed.python)
+        problems += tracking.check(spec, tracker, supported=engine.tracks)
+        est = memory_estimate(spec, derived, meta)
         too_big = memory_problem(spec, derived, est)
         if est is not None:
             fits = f"{'fits' if too_big is None else 'does NOT fit'} {spec.hw.memory_gb:g}"
@@ -65,20 +68,17 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
                 problems.append(too_big)
             else:
                 warnings.append(f"{too_big} (an estimate: submitting anyway)")
-    derived, more_notes = check_extra.extra(spec, derived, est, problems, warnings)
+    derived, more_notes = check_extra.extra(spec, derived, est, meta, probed, problems, warnings)
     missing = sum(w.endswith("(dry run: not required now)") for w in warnings)
     checked.append(f"paths ({missing} missing here)" if missing else "paths")
     checked.append("run dir")
-    probed = site.probe(spec)
     problems += probed.problems
     warnings += probed.warnings
     checked += probed.checked
-    preflight = NOT_CHECKED
-    if data and not problems:
-        preflight = data_preflight(spec)
-        problems += preflight.problems
+    preflight = data_preflight(spec, probed.python) if data and not problems else NOT_CHECKED
+    problems += preflight.problems
     notes = (*probed.lines, *more_notes, preflight.note, "checked: " + ", ".join(checked))
-    return Checked(derived, tuple(problems), tuple(warnings), notes, est, preflight)
+    return Checked(derived, tuple(problems), tuple(warnings), notes, est, preflight, probed)
 
 
 def lookup(spec: Any, dotted: str) -> Any:

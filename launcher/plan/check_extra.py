@@ -19,6 +19,7 @@ from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
 from launcher.engines import get_engine
 from launcher.plan import steps
+from launcher.plan.site import NodePython, SiteReport
 
 
 def _model_dirs(spec: JobSpec) -> list[Problem]:
@@ -41,16 +42,14 @@ def _model_dirs(spec: JobSpec) -> list[Problem]:
     return out
 
 
-def _local_python(spec: JobSpec) -> list[Problem]:
+def _local_python(spec: JobSpec, nodes: NodePython) -> list[Problem]:
     """cluster=local runs the nodes' python on this machine: it must be runnable here."""
     if spec.cluster.kind != "local" or spec.dry_run:
         return []
     if get_engine(spec.model.engine).own_env(spec) is not None:
         return []  # the engine runs from its own environment (checked by its setup_problems)
-    from launcher.plan import site
-
-    python, why = site.node_python(spec)
-    if site.torch_build(python) is not None:
+    python, why = nodes.path, nodes.why
+    if nodes.build is not None:
         return []
     return [
         Problem(
@@ -75,14 +74,20 @@ def _fits_cpu(spec: JobSpec, est) -> list[Problem]:
 
 
 def extra(
-    spec: JobSpec, derived: Derived | None, est, problems: list[Problem], warnings: list[str]
+    spec: JobSpec,
+    derived: Derived | None,
+    est,
+    meta: datafacts.MetaRead,
+    probed: SiteReport,
+    problems: list[Problem],
+    warnings: list[str],
 ) -> tuple[Derived | None, list[str]]:
     """Add this module's problems and warnings to the check's lists (in place); return the
     derived numbers with optimizer_steps and the notes for the plan."""
-    found_problems = datafacts.data_problems(spec) + _model_dirs(spec)
+    found_problems = datafacts.data_problems(spec, meta) + _model_dirs(spec)
     more, more_warnings = get_engine(spec.model.engine).setup_problems(spec)
-    found_problems += more + _fits_cpu(spec, est) + _local_python(spec)
-    found = [] if found_problems else datafacts.datasets(spec)
+    found_problems += more + _fits_cpu(spec, est) + _local_python(spec, probed.python)
+    found = [] if found_problems else datafacts.datasets(spec, meta)
     samples = datafacts.total_samples(found)
     found_problems += steps.step_problems(spec, derived, samples)
     problems += found_problems
@@ -93,16 +98,14 @@ def extra(
         derived, optimizer_steps=steps.optimizer_steps(spec, derived, samples)
     )
     notes = [datafacts.data_line(spec, found), steps.steps_line(spec, derived, samples)]
-    when = steps.duration_line(spec, derived, samples)
+    when = steps.duration_line(spec, derived, samples, meta)
     return derived, notes + ([when] if when else [])
 
 
-def tracker_python(spec: JobSpec) -> str:
+def tracker_python(spec: JobSpec, nodes: NodePython) -> str:
     """The python that runs the experiment tracker on the nodes: the engine's own env's
     (XTuner's), else the nodes' python."""
     own = get_engine(spec.model.engine).own_env(spec)
     if own is not None:
         return str(own / "bin" / "python")
-    from launcher.plan.site import node_python
-
-    return node_python(spec)[0]
+    return nodes.path

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.config.spec import JobSpec
+from launcher.contract import SlurmRequest
 from launcher.plan import site
 from launcher.rundir import RunDir
 
@@ -19,11 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 def quote(argv: list[str] | tuple[str, ...]) -> str:
     """The one place an argument list becomes shell text."""
     return " ".join(shlex.quote(str(a)) for a in argv)
-
-
-def node_python(spec: JobSpec) -> str:
-    """The nodes' interpreter (launcher.plan.site.node_python says how it is chosen)."""
-    return site.node_python(spec)[0]
 
 
 def _env_setup_lines(spec: JobSpec, run: RunDir) -> list[str]:
@@ -37,48 +33,45 @@ def _env_setup_lines(spec: JobSpec, run: RunDir) -> list[str]:
     ]
 
 
-def slurm_parameters(spec: JobSpec, run: RunDir) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters: one task per node, each running launcher.node.task."""
+def slurm_parameters(spec: JobSpec, run: RunDir, python: str) -> SlurmRequest:
+    """submitit SlurmExecutor parameters: one task per node, each running launcher.node.task
+    (`python`: the nodes' interpreter, launcher.plan.site.node_python)."""
     c, hw = spec.cluster, spec.hw
     req = site.slurm_request(spec)
-    params: dict[str, Any] = {
-        "job_name": f"vlm-{spec.model.name}",
-        "nodes": spec.nodes,
-        "ntasks_per_node": 1,
+    batch_node = quote(batch_node_argv(python, run))
+    return SlurmRequest(
+        job_name=f"vlm-{spec.model.name}",
+        nodes=spec.nodes,
+        ntasks_per_node=1,
         # None leaves the flag out: no --time is the partition's limit, no --wckey none
-        "time": req.time_min,
-        "wckey": req.wckey,
-        "signal_delay_s": c.signal_delay_s,
-        "stderr_to_stdout": True,
-        "setup": [
+        time=req.time_min,
+        wckey=req.wckey,
+        signal_delay_s=c.signal_delay_s,
+        stderr_to_stdout=True,
+        setup=(
             *_env_setup_lines(spec, run),
             # a requeued attempt: stop here if the run did not ask for it (Slurm requeues a
             # job whose node went down itself), before any node starts
             f'if [ "${{SLURM_RESTART_COUNT:-0}}" != 0 ]; then '
-            f"{quote(batch_node_argv(spec, run))} --before-srun || exit $?; fi",
-        ],
+            f"{batch_node} --before-srun || exit $?; fi",
+        ),
         # one node's task failing ends the step at once instead of leaving the others to hang
-        "srun_args": ["--kill-on-bad-exit=1"],
+        srun_args=("--kill-on-bad-exit=1",),
         # after srun, on the batch host: when node 0 could not say how the job ended (a node
         # or rank died, srun killed the rest), classify it and requeue or write the summary
-        "teardown": [f"{quote(batch_node_argv(spec, run))} --after-srun=$?"],
-    }
-    optional = {
-        "partition": c.partition,
-        "account": c.account,
-        "qos": c.qos,
-        "exclude": c.exclude,
-        "constraint": c.constraint,
-        "gres": hw.gres,
-        "cpus_per_task": req.cpus_per_task,
-        "mem": req.mem,
-        "mem_per_gpu": req.mem_per_gpu,
-        "exclusive": True if req.exclusive else None,
-    }
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if c.sbatch_extra:
-        params["additional_parameters"] = dict(c.sbatch_extra)
-    return params
+        teardown=(f"{batch_node} --after-srun=$?",),
+        partition=c.partition,
+        account=c.account,
+        qos=c.qos,
+        exclude=c.exclude,
+        constraint=c.constraint,
+        gres=hw.gres,
+        cpus_per_task=req.cpus_per_task,
+        mem=req.mem,
+        mem_per_gpu=req.mem_per_gpu,
+        exclusive=True if req.exclusive else None,
+        additional_parameters=dict(c.sbatch_extra) if c.sbatch_extra else None,
+    )
 
 
 def sbatch_flags(params: dict[str, Any]) -> str:
@@ -98,20 +91,20 @@ def sbatch_flags(params: dict[str, Any]) -> str:
     return " ".join(flags)
 
 
-def batch_node_argv(spec: JobSpec, run: RunDir) -> list[str]:
+def batch_node_argv(python: str, run: RunDir) -> list[str]:
     """`python -m launcher.node RUN_DIR` as the batch script runs it (before and after srun)."""
-    return [node_python(spec), "-u", "-m", "launcher.node", str(run.root)]
+    return [python, "-u", "-m", "launcher.node", str(run.root)]
 
 
-def render_sbatch(spec: JobSpec, run: RunDir, python: str) -> str:
-    """The batch script exactly as submitit's SlurmExecutor will submit it."""
+def render_sbatch(request: SlurmRequest, run: RunDir, python: str) -> str:
+    """The batch script exactly as submitit's SlurmExecutor will submit `request`."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = run.submitit_dir
     command = " ".join(
         [shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))]
     )
-    return _make_sbatch_string(command=command, folder=folder, **slurm_parameters(spec, run))
+    return _make_sbatch_string(command=command, folder=folder, **request.parameters())
 
 
 def render_job_sh(spec: JobSpec, run: RunDir, python: str) -> str:

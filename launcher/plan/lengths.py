@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from launcher.config.datafacts import MetaRead, read_meta
 from launcher.config.spec import JobSpec
 
 SCAN_SAMPLES = 2000
@@ -70,15 +71,13 @@ def _tokens(item: dict[str, Any], image_tokens: int) -> int:
     return text + n_images * image_tokens
 
 
-def _annotations(spec: JobSpec) -> list[Path]:
+def _annotations(spec: JobSpec, meta: MetaRead | None) -> list[Path]:
     d = spec.data
     if d.generate:
         return []
     if d.format == "llava_json":
         return [Path(d.json_path)] if d.json_path else []
-    from launcher.engines.internvl import meta_entries
-
-    entries = meta_entries(spec) or {}
+    entries = (meta or read_meta(spec)).entries or {}
     return [Path(e["annotation"]) for e in entries.values() if isinstance(e, dict)]
 
 
@@ -88,15 +87,17 @@ def image_tokens(spec: JobSpec) -> int:
     return m.num_image_token * m.max_tiles
 
 
-def sample_tokens(spec: JobSpec) -> tuple[int, str]:
-    """(tokens per sample to budget activations for, where that number comes from)."""
+def sample_tokens(spec: JobSpec, meta: MetaRead | None = None) -> tuple[int, str]:
+    """(tokens per sample to budget activations for, where that number comes from; `meta`:
+    the launch's read of data.meta_file, read here when not given)."""
     cap = spec.seq_len
     d = spec.data
     if d.max_sample_tokens:
         n = min(d.max_sample_tokens, cap)
         return n, f"{n} tokens per sample (data.max_sample_tokens, the data's longest sample)"
-    files = [p for p in _annotations(spec) if p.is_file() and os.access(p, os.R_OK)]
-    if files and len(files) == len(_annotations(spec)):
+    annotations = _annotations(spec, meta)
+    files = [p for p in annotations if p.is_file() and os.access(p, os.R_OK)]
+    if files and len(files) == len(annotations):
         per_image = image_tokens(spec)
         lengths = [_tokens(item, per_image) for p in files for item in _items(p)]
         if lengths:

@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from launcher.config import tracking
 from launcher.config.spec import JobSpec
-from launcher.contract import MemoryEstimate, NodeLaunch, Plan
+from launcher.contract import MemoryEstimate, NodeLaunch, Plan, Reliability
 from launcher.engines import get_engine
 from launcher.node import nodecheck
-from launcher.plan import site
 from launcher.plan.jobscript import (
-    node_python,
     render_job_sh,
     render_sbatch,
     slurm_parameters,
@@ -48,15 +46,6 @@ def _with_env(launch: NodeLaunch, defaults: dict[str, str]) -> NodeLaunch:
     return dataclasses.replace(launch, env={**defaults, **launch.env})
 
 
-RELIABILITY_KEYS = (
-    "max_requeues",
-    "signal_delay_s",
-    "collective_timeout_s",
-    "requeue_on_node_failure",
-    "exclude_failed_nodes",
-)
-
-
 def make_plan(
     spec: JobSpec, checked: Checked, config_yaml: str, provenance: dict[str, Any] | None = None
 ) -> Plan:
@@ -65,7 +54,8 @@ def make_plan(
     derived = checked.derived
     run = RunDir(spec.run_dir)
     engine = get_engine(spec.model.engine)
-    python = node_python(spec)
+    assert checked.probed is not None
+    python = checked.probed.python.path
     files = {"config.yaml": config_yaml, **engine.files(spec, derived, run)}
     env = tracking.env(spec.tracking, run)  # what W&B / MLflow read on the nodes
     nodes = tuple(
@@ -76,8 +66,8 @@ def make_plan(
     prepare = (*engine.prepare(spec, run, python), *checked.preflight.job_steps)
     slurm = None
     if spec.cluster.kind == "slurm":
-        slurm = slurm_parameters(spec, run)
-        files[run.sbatch_sh.name] = render_sbatch(spec, run, python)
+        slurm = slurm_parameters(spec, run, python)
+        files[run.sbatch_sh.name] = render_sbatch(slurm, run, python)
     else:
         files[run.job_sh.name] = render_job_sh(spec, run, python)
     est = checked.memory
@@ -107,7 +97,7 @@ def make_plan(
         use_backbone_lora=m.use_backbone_lora,
         benchmark=spec.benchmark.name,
         python=python,
-        python_source=site.node_python(spec)[1],
+        python_source=checked.probed.python.why,
         network={k: v for k, v in spec.hw.network.items() if v is not None},
         prepare=prepare,
         node_launch=nodes,
@@ -120,7 +110,9 @@ def make_plan(
             else "the partition's limit (no --time)"
         ),
         warnings=checked.warnings,
-        reliability={k: getattr(spec.cluster, k) for k in RELIABILITY_KEYS},
+        reliability=Reliability(
+            **{f.name: getattr(spec.cluster, f.name) for f in dataclasses.fields(Reliability)}
+        ),
         preflight=nodecheck.plan_record(spec, derived, run, python),
         megatron=engine.plan_record(spec, derived),
         engine_env=None if (own := engine.own_env(spec)) is None else str(own),

@@ -13,25 +13,12 @@ import re
 from dataclasses import dataclass
 
 from launcher.config.spec import JobSpec, Problem
+from launcher.node.rendezvous import slurm_minutes
 
 # partition | MaxTime | DefaultTime | CPUs | memory MB | nodes | GRES | job size (nodes)
 SINFO_FORMAT = "%P|%l|%L|%c|%m|%D|%G|%s"
 
-
-def slurm_minutes(text: str) -> int | None:
-    """Slurm's [D-]HH:MM:SS / MM:SS / MM in minutes; None for infinite/unknown."""
-    text = text.strip()
-    if text.lower() in ("infinite", "unlimited", "n/a", "none", ""):
-        return None
-    days, _, rest = text.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if len(parts) == 3:
-        h, m, s = parts
-    elif len(parts) == 2:
-        h, (m, s) = 0, parts
-    else:
-        h, m, s = 0, parts[0], 0
-    return (int(days or 0) * 24 + h) * 60 + m + (1 if s else 0)
+__all__ = ["SINFO_FORMAT", "Partition", "Unknown", "slurm_minutes"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,17 +14,18 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from launcher.config.datafacts import MetaRead
 from launcher.config.generations import packed_row
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived, PrepareStep
 from launcher.engines import get_engine
 from launcher.engines.internvl import meta_entries
 from launcher.plan import site
-from launcher.plan.jobscript import REPO, node_python
+from launcher.plan.jobscript import REPO
 from launcher.rundir import RunDir
 
 
-def memory_estimate(spec: JobSpec, derived: Derived):
+def memory_estimate(spec: JobSpec, derived: Derived, meta: MetaRead | None = None):
     """Per-device memory estimate (launcher/plan/memory.py, docs/MEMORY.md); None without dims."""
     from launcher.flops import check_countable
     from launcher.plan import memory
@@ -37,7 +38,7 @@ def memory_estimate(spec: JobSpec, derived: Derived):
     except ValueError:
         return None
     m = spec.model
-    tokens, basis = sample_tokens(spec)
+    tokens, basis = sample_tokens(spec, meta)
     seq_len, tiles = spec.seq_len, m.max_tiles
     if (row := packed_row(spec)) is not None:  # a micro-batch sample is a whole packed row
         tokens, tiles, basis = row
@@ -82,7 +83,7 @@ class DataPreflight:
     job_steps: tuple[PrepareStep, ...] = ()
 
 
-def data_preflight(spec: JobSpec) -> DataPreflight:
+def data_preflight(spec: JobSpec, nodes: site.NodePython) -> DataPreflight:
     """Run internvl_chat.tools.validate_data on the data before anything is submitted.
 
     It needs a tokenizer, so it runs in the nodes' environment: here, as a subprocess with
@@ -90,7 +91,7 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
     code), else as the job's first step on node 0 (the login side needs no torch).
     """
     m, d = spec.model, spec.data
-    if not spec.data_checked:
+    if not spec.check_data:
         return DataPreflight("data: not checked (check_data=false)")
     if d.generate:
         return DataPreflight(f"data: {d.generate}, generated on node 0 (nothing to check)")
@@ -106,8 +107,7 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
     if absent:
         # a dry run on another machine: check() already warned about the paths it knows
         return DataPreflight(f"data: not checked ({len(absent)} path(s) not on this machine)")
-    python = node_python(spec)
-    build = site.torch_build(python)
+    python, build = nodes.path, nodes.build
     if m.make_tiny or build is None or build.version is None:
         return _preflight_on_node0(spec, metas, entries, tokenizer, python)
     inline_meta = None
@@ -118,7 +118,7 @@ def data_preflight(spec: JobSpec) -> DataPreflight:
         inline_meta = tmp.name
     tolerated: list[str] = []
     try:
-        problems = _run_validate(spec, metas, tokenizer, tolerated)
+        problems = _run_validate(spec, python, metas, tokenizer, tolerated)
     finally:
         if inline_meta:
             os.unlink(inline_meta)
@@ -141,10 +141,10 @@ def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPrefligh
         PrepareStep(
             argv=(
                 python, "-m", "internvl_chat.tools.validate_data", meta,
-                "--model", tokenizer, f"--ok-file={run.logs_dir / f'data-ok-{i}'}",
+                "--model", tokenizer, f"--ok-file={run.data_ok(i)}",
                 f"--max-bad-sample-ratio={spec.data.max_bad_sample_ratio}",
             ),
-            creates=str(run.logs_dir / f"data-ok-{i}"),
+            creates=str(run.data_ok(i)),
         )
         for i, meta in enumerate(metas)
     )  # fmt: skip
@@ -153,13 +153,13 @@ def _preflight_on_node0(spec, metas, entries, tokenizer, python) -> DataPrefligh
 
 
 def _run_validate(
-    spec: JobSpec, metas: list[str], tokenizer_dir: str, tolerated: list[str]
+    spec: JobSpec, python: str, metas: list[str], tokenizer_dir: str, tolerated: list[str]
 ) -> list[Problem]:
     """Every `file:line: reason` validate_data prints, as problems (the first 50 per file)."""
     problems = []
     for meta in metas:
         argv = [
-            node_python(spec),
+            python,
             "-m",
             "internvl_chat.tools.validate_data",
             meta,

@@ -32,7 +32,10 @@ from launcher.plan.partition import (
     unknown_problem,
 )
 
-__all__ = ["Partition", "Unknown", "partition_info", "probe", "slurm_minutes", "node_python"]
+__all__ = [
+    "NodePython", "Partition", "Unknown", "node_python", "nodes_python", "partition_info", "probe",
+    "slurm_minutes",
+]  # fmt: skip
 
 # `source /env/bin/activate`, `. venv/bin/activate`, `conda activate NAME`, `mamba activate NAME`
 _VENV_ACTIVATE = re.compile(r"^\s*(?:source|\.)\s+(\S+)/bin/activate\s*$")
@@ -120,6 +123,23 @@ def torch_build(python: str, timeout_s: float = 30) -> TorchBuild | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NodePython:
+    """The nodes' interpreter, why that one, and its torch as seen from here: found once per
+    launch (launcher.plan.check) and passed to everything that asks."""
+
+    path: str
+    why: str
+    build: TorchBuild | None
+    """None: that interpreter cannot be run from here."""
+
+
+def nodes_python(spec: JobSpec) -> NodePython:
+    """node_python(spec) with its torch probed (one subprocess)."""
+    path, why = node_python(spec)
+    return NodePython(path, why, torch_build(path))
+
+
 def partition_info(partition: str | None, timeout_s: float = 20) -> Partition | Unknown | None:
     """The named partition (or the default one), Unknown when sinfo lists no such partition,
     None if sinfo can't say."""
@@ -136,7 +156,7 @@ def partition_info(partition: str | None, timeout_s: float = 20) -> Partition | 
 
 
 @dataclass(frozen=True, slots=True)
-class SlurmRequest:
+class NodeRequest:
     """What each node is asked for, resolved from hw and cluster (one task per node)."""
 
     cpus_per_task: int | None
@@ -151,12 +171,12 @@ def _gb(value: float) -> str:
     return "0" if value == 0 else f"{value:g}G"
 
 
-def slurm_request(spec: JobSpec) -> SlurmRequest:
+def slurm_request(spec: JobSpec) -> NodeRequest:
     c, hw = spec.cluster, spec.hw
     mem_gb = c.mem_gb if c.mem_gb is not None else hw.node_mem_gb
     per_gpu = c.mem_per_gpu_gb
     exclusive = c.exclusive if c.exclusive is not None else hw.accelerator != "cpu"
-    return SlurmRequest(
+    return NodeRequest(
         cpus_per_task=hw.cpus_per_node,
         mem=None if per_gpu is not None or mem_gb is None else _gb(mem_gb),
         mem_per_gpu=None if per_gpu is None else _gb(per_gpu),
@@ -166,25 +186,18 @@ def slurm_request(spec: JobSpec) -> SlurmRequest:
     )
 
 
-def request_flags(req: SlurmRequest) -> list[str]:
-    """The request as sbatch flags, for the plan summary."""
-    out = [f"--cpus-per-task={req.cpus_per_task}"] if req.cpus_per_task else []
-    out += [f"--mem={req.mem}"] if req.mem else []
-    out += [f"--mem-per-gpu={req.mem_per_gpu}"] if req.mem_per_gpu else []
-    out += ["--exclusive"] if req.exclusive else []
-    out += [f"--time={req.time_min}"] if req.time_min is not None else []
-    out += [f"--wckey={req.wckey}"] if req.wckey else []
-    return out
-
-
 @dataclass(slots=True)
 class SiteReport:
     """What probing the site found: summary lines, problems and warnings."""
 
+    python: NodePython
+    """The nodes' interpreter and its torch: probed once, passed to every later stage."""
     lines: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    partition: Partition | Unknown | None = None
+    """What sinfo said of the partition (None: not asked, or no answer); dispatch reuses it."""
     unknown_partition: Problem | None = None
     """sinfo answered without the partition asked for: refused on a dry run too (a typo, and
     sinfo answering means this is the cluster the plan is for)."""
@@ -197,8 +210,8 @@ def probe(spec: JobSpec) -> SiteReport:
     for a dry run (which is often made away from the cluster it plans for); a partition that
     sinfo answers without is a problem for both.
     """
-    rep = SiteReport()
-    _probe_python(spec, rep)
+    rep = SiteReport(python=nodes_python(spec))
+    _probe_python(spec, rep.python, rep)
     if spec.cluster.kind in ("slurm", "wrapper"):
         _probe_partition(spec, rep)
         if spec.dry_run:
@@ -209,10 +222,9 @@ def probe(spec: JobSpec) -> SiteReport:
     return rep
 
 
-def _probe_python(spec: JobSpec, rep: SiteReport) -> None:
-    python, why = node_python(spec)
+def _probe_python(spec: JobSpec, nodes: NodePython, rep: SiteReport) -> None:
+    python, why, build = nodes.path, nodes.why, nodes.build
     hw = spec.hw
-    build = torch_build(python)
     if build is None:
         rep.checked.append("interpreter (not here)")
         rep.lines.append(
@@ -238,7 +250,7 @@ def _probe_python(spec: JobSpec, rep: SiteReport) -> None:
 def _probe_partition(spec: JobSpec, rep: SiteReport) -> None:
     c = spec.cluster
     req = slurm_request(spec)
-    part = partition_info(c.partition)
+    part = rep.partition = partition_info(c.partition)
     label = f"partition {c.partition}" if c.partition else "the default partition"
     if isinstance(part, Unknown):
         rep.unknown_partition = unknown_problem(part)

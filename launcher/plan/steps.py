@@ -17,9 +17,11 @@ import json
 import math
 from pathlib import Path
 
+from launcher.config.datafacts import MetaRead
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived
 from launcher.engines import get_engine
+from launcher.rundir import RunDir
 
 ASSUMED_MFU = 0.35
 """The MFU the expected duration assumes when no run of this model on this hw says better."""
@@ -85,11 +87,10 @@ def steps_line(spec: JobSpec, derived: Derived, samples: int | None) -> str:
     return f"steps: {steps} optimizer steps ({how})"
 
 
-def _metrics_rate(run: Path) -> float | None:
+def _metrics_rate(run: RunDir) -> float | None:
     """Mean samples/s of a finished run's steps after the first two (warm-up)."""
     try:
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        rates = [json.loads(x).get("samples_per_sec") for x in lines if x.strip()][2:]
+        rates = [r.get("samples_per_sec") for r in run.metrics()][2:]
     except (OSError, ValueError):
         return None
     rates = [r for r in rates if isinstance(r, (int, float)) and r > 0]
@@ -104,10 +105,10 @@ def measured_rate(spec: JobSpec, derived: Derived) -> tuple[float, str] | None:
         return None
     plans = sorted(root.glob("*/plan.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for plan_json in plans[:50]:
-        run = plan_json.parent
+        run = RunDir(plan_json.parent)
         try:
             plan = json.loads(plan_json.read_text())
-            summary = json.loads((run / "summary.json").read_text())
+            summary = json.loads(run.summary_json.read_text())
         except (OSError, ValueError):
             continue
         same = (plan.get("model"), plan.get("hw")) == (spec.model.name, spec.hw.name)
@@ -123,7 +124,9 @@ def measured_rate(spec: JobSpec, derived: Derived) -> tuple[float, str] | None:
     return None
 
 
-def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str | None:
+def duration_line(
+    spec: JobSpec, derived: Derived, samples: int | None, meta: MetaRead | None = None
+) -> str | None:
     """Expected training time: from an earlier run of this model on this hw when there is one,
     else from hw peak x ASSUMED_MFU (None without model dims)."""
     from launcher.flops import check_countable, sample_flops
@@ -142,7 +145,7 @@ def duration_line(spec: JobSpec, derived: Derived, samples: int | None) -> str |
         dims = check_countable(spec.model.flops_dims)
     except ValueError:
         return None
-    tokens, _ = sample_tokens(spec)
+    tokens, _ = sample_tokens(spec, meta)
     flops = sample_flops(dims, llm_tokens=tokens, trainable=spec.model.trainable)
     rate = derived.world_size * spec.hw.peak_tflops * 1e12 * ASSUMED_MFU
     seconds = steps * derived.global_batch_size * flops / rate

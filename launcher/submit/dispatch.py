@@ -12,12 +12,13 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher.config.spec import JobSpec
 from launcher.contract import Plan
 from launcher.plan import site
 from launcher.plan.jobscript import wrapper_argv
+from launcher.report.collect.records import final_loss
 from launcher.rundir import RunDir, write_json_atomic
 
 
@@ -27,12 +28,18 @@ class Submitted:
     run: RunDir
     job_id: str | None = None
     pid: int | None = None
+    proc: subprocess.Popen | None = field(default=None, compare=False, repr=False)
+    """The process when this launch started it (cluster=local, wrapper): wait() waits on it."""
 
 
-def dispatch(spec: JobSpec, plan: Plan) -> Submitted:
+def dispatch(
+    spec: JobSpec, plan: Plan, partition: site.Partition | site.Unknown | None = None
+) -> Submitted:
+    """Submit or start the planned job. `partition`: what the check stage's sinfo said (None:
+    ask sinfo here, when the time limit is needed)."""
     run = RunDir(plan.run_dir)
     if spec.cluster.kind == "slurm":
-        sub = _submit_slurm(spec, plan, run)
+        sub = _submit_slurm(spec, plan, run, partition)
     elif spec.cluster.kind == "wrapper":
         sub = _start(run, wrapper_argv(spec, run), "wrapper", foreground=spec.should_wait)
     else:
@@ -44,7 +51,9 @@ def dispatch(spec: JobSpec, plan: Plan) -> Submitted:
     return sub
 
 
-def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
+def _submit_slurm(
+    spec: JobSpec, plan: Plan, run: RunDir, part: site.Partition | site.Unknown | None
+) -> Submitted:
     from launcher.node.task import NodeTask
 
     executor = _executor_class()(
@@ -52,15 +61,16 @@ def _submit_slurm(spec: JobSpec, plan: Plan, run: RunDir) -> Submitted:
         python=shlex.quote(plan.python),
         max_num_timeout=spec.cluster.max_requeues,
     )
-    executor.update_parameters(**plan.slurm)
-    if plan.slurm.get("time") is None:
+    assert plan.slurm is not None
+    executor.update_parameters(**plan.slurm.parameters())
+    if plan.slurm.time is None:
         # No --time: the partition's DefaultTime (else MaxTime) applies. submitit still wants
         # a number to tell a time-out from a preemption when USR2 arrives: that, else "never".
-        part = site.partition_info(spec.cluster.partition)
+        part = part or site.partition_info(spec.cluster.partition)
         limit = part.applies_min if isinstance(part, site.Partition) else None
         executor.requeue_timeout_min = limit or 10**7
     job = executor.submit(NodeTask(str(run.root)))
-    submitted = run.submitit_dir / f"{job.job_id}_submission.sh"
+    submitted = run.submission_sh(str(job.job_id))
     if submitted.exists() and submitted.read_text() != run.sbatch_sh.read_text():
         print(
             f"warning: submitit submitted a script that differs from {run.sbatch_sh}",
@@ -109,11 +119,7 @@ def _start(run: RunDir, argv: list[str], kind: str, *, foreground: bool) -> Subm
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _PROCS[proc.pid] = proc
-    return Submitted(kind, run, pid=proc.pid)
-
-
-_PROCS: dict[int, subprocess.Popen] = {}
+    return Submitted(kind, run, pid=proc.pid, proc=proc)
 
 
 def squeue_state(job_id: str) -> str | None:
@@ -129,10 +135,10 @@ def squeue_state(job_id: str) -> str | None:
 
 def wait(sub: Submitted, poll_s: float = 2.0) -> int:
     """Block until the job ends; return 0 only if it completed."""
-    if sub.pid is not None and sub.pid in _PROCS:
-        _PROCS[sub.pid].wait()
+    if sub.proc is not None:
+        sub.proc.wait()
     elif sub.pid is not None:
-        while _pid_alive(sub.pid):
+        while pid_alive(sub.pid):
             time.sleep(poll_s)
     else:
         assert sub.job_id is not None
@@ -161,18 +167,19 @@ def metrics_line(run: RunDir) -> str:
         return "no metrics were written"
     k = max(1, min(5, len(rows) // 4))
     first = sum(r["loss"] for r in rows[:k]) / k
-    last = sum(r["loss"] for r in rows[-k:]) / k
+    last = final_loss(rows)
     timed = rows[1:] or rows  # the first step carries start-up costs
     sps = sum(r["samples_per_sec"] for r in timed) / len(timed)
     tokens = [r["tokens_per_sec"] for r in timed if "tokens_per_sec" in r]
     tps = f"{sum(tokens) / len(tokens):.0f} tokens/s" if tokens else "tokens/s not logged"
     return (
-        f"{len(rows)} steps: loss {first:.3f} -> {last:.3f} (mean of first/last {k}); "
+        f"{len(rows)} steps: loss {first:.3f} (mean of the first {k}) -> {last:.3f} (final); "
         f"{sps:.1f} samples/s, {tps}; metrics in {run.metrics_jsonl}"
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from launcher.config.settings import point_settings
 from launcher.node.nodecheck import preflight_table, status_bits
-from launcher.rundir import RunDir
-from launcher.submit.dispatch import _pid_alive, squeue_state
+from launcher.rundir import RunDir, SweepDir
+from launcher.submit.dispatch import pid_alive, squeue_state
 
 
 def run_dirs(paths: list[str]) -> list[RunDir]:
@@ -43,7 +43,7 @@ def state(run: RunDir) -> str:
         return summary["status"].upper()
     if not job:
         return "PLANNED"
-    if job.get("pid") and _pid_alive(job["pid"]):
+    if job.get("pid") and pid_alive(job["pid"]):
         return "RUNNING"
     return "ENDED-WITHOUT-SUMMARY"
 
@@ -140,7 +140,7 @@ def cmd_status(paths: list[str], runs: list[RunDir], watch: float | None) -> int
 
 def _is_runs_folder(path: str) -> bool:
     p = Path(path)
-    return not RunDir(p).plan_json.exists() and not (p / "sweep.jsonl").exists()
+    return not RunDir(p).plan_json.exists() and not SweepDir(p).sweep_jsonl.exists()
 
 
 def _dash(value) -> str:
@@ -183,7 +183,7 @@ def _why_no_logs(run: RunDir) -> str:
         return "planned only: a dry run, or never submitted"
     if st in ("PENDING", "CONFIGURING"):
         return f"{st.lower()} in the queue"
-    return f"state {st}; dispatch output: {run.logs_dir / 'dispatch.log'}"
+    return f"state {st}; dispatch output: {run.dispatch_log}"
 
 
 def cmd_cancel(runs: list[RunDir]) -> int:

@@ -93,7 +93,7 @@ def run(
         f"[launch] {spec.model.name} on {spec.nodes} x {spec.hw.name} via {spec.cluster.kind}: {plan.summary()}"
     )
     if plan.slurm is not None:
-        print(f"[launch] slurm: {sbatch_flags(plan.slurm)}")
+        print(f"[launch] slurm: {sbatch_flags(plan.slurm.parameters())}")
     for note in plan.notes:
         print(f"[launch] {note}")
     for w in plan.warnings:
@@ -113,7 +113,7 @@ def run(
         print(f"[launch] dry run: plan written to {run_dir.root} (nothing submitted)")
         return 0
     try:
-        sub = dispatch(spec, plan)  # dispatch
+        sub = dispatch(spec, plan, checked.probed.partition if checked.probed else None)  # dispatch
     except Exception as e:  # sbatch refused it (submitit's FailedJobError), a wrapper missing, ...
         reason = f"not submitted: {type(e).__name__}: {str(e).strip()}"
         run_dir.write_summary({"status": "failed", "reason": reason})  # status: FAILED, not PLANNED

@@ -22,10 +22,11 @@ from omegaconf import DictConfig, open_dict
 from launcher.config import compose as composing
 from launcher.config import settings
 from launcher.config.spec import ConfigError
+from launcher.rundir import SweepDir
 
 
 def _record(sweep_dir: Path, row: dict) -> None:
-    with (sweep_dir / "sweep.jsonl").open("a") as f:
+    with SweepDir(sweep_dir).sweep_jsonl.open("a") as f:
         f.write(json.dumps(row) + "\n")
 
 
@@ -47,7 +48,7 @@ def _task(cfg: DictConfig) -> int:
     if hydra_out.is_dir() and hydra_out.name != name and not any(hydra_out.iterdir()):
         hydra_out.rmdir()  # Hydra's numbered folder: the point goes under its name instead
     _SWEEPS.append(sweep_dir)
-    return _point(cfg, overrides, hc.job.num, sweep_dir / name, sweep_dir, varying)
+    return _point(cfg, overrides, hc.job.num, SweepDir(sweep_dir).point(name), sweep_dir, varying)
 
 
 _SWEEPS: list[Path] = []  # the sweep dir of the Hydra-run points, for the table at the end
@@ -62,7 +63,7 @@ def _names(sweep_dir: Path) -> set[str]:
 
 
 def _rows(sweep_dir: Path) -> list[dict]:
-    path = sweep_dir / "sweep.jsonl"
+    path = SweepDir(sweep_dir).sweep_jsonl
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
 
 
@@ -209,12 +210,12 @@ def fast_sweep(argv: list[str]) -> bool:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     # Hydra's record of the sweep: the composed defaults plus the command line.
     hydra_part = {"hydra": {"mode": "MULTIRUN", "overrides": {"task": texts}}}
-    (sweep_dir / "multirun.yaml").write_text(
+    SweepDir(sweep_dir).multirun_yaml.write_text(
         OmegaConf.to_yaml(base) + OmegaConf.to_yaml(hydra_part)
     )
     varying, taken = settings.varying_keys(texts), _names(sweep_dir)
     for num, (cfg, point) in enumerate(cfgs):
-        out = sweep_dir / settings.point_name(point, varying, num, taken)
+        out = SweepDir(sweep_dir).point(settings.point_name(point, varying, num, taken))
         out.mkdir(parents=True, exist_ok=True)
         _point(cfg, point, num, out, sweep_dir, varying)
     print_table(sweep_dir)

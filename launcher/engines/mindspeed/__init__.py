@@ -161,9 +161,9 @@ class MindSpeedEngine(Defaults):
     def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
         split = _split(spec)
         files = {
-            run.mindspeed_dir / "data.json": _dump(data_json(spec)),
-            run.mindspeed_dir / "model.json": _dump(model_json(spec, split)),
-            run.mindspeed_dir / "convert.sh": convert_sh(spec, split, run),
+            run.mindspeed_data_json: _dump(data_json(spec)),
+            run.mindspeed_model_json: _dump(model_json(spec, split)),
+            run.mindspeed_convert_sh: convert_sh(spec, split, run),
         }
         return {run.relative(path): text for path, text in files.items()}
 
@@ -180,16 +180,12 @@ class MindSpeedEngine(Defaults):
             )
             steps.append(PrepareStep(argv=argv, creates=str(spec.data.dir)))
         target = render.mm_dir(spec, split)
-        convert = ("bash", str(run.mindspeed_dir / "convert.sh"), "hf_to_mm")
+        convert = ("bash", str(run.mindspeed_convert_sh), "hf_to_mm")
         # the stamp is written last: a conversion cut short is run again
         steps.append(PrepareStep(argv=convert, creates=f"{target}/{render.SPLIT_STAMP}"))
         stamp = json.dumps(render.split_record(spec, split), separators=(",", ":"))
         link = (python, "-m", "launcher.engines.mindspeed.link", target, str(run.output_dir), stamp)
-        steps.append(
-            PrepareStep(
-                argv=link, creates=str(run.output_dir / "latest_checkpointed_iteration.txt")
-            )
-        )
+        steps.append(PrepareStep(argv=link, creates=str(run.mindspeed_latest_iteration)))
         return steps
 
     def node_launch(
