@@ -235,6 +235,7 @@ ROWS: list[tuple[str, list[str], list[str]]] = [
         ["- hw.precision:", "fp32 on CPUs"],
     ),  # fmt: skip
     ("offload_on_cpu", ["parallelism=zero3_offload"], ["- parallelism:"]),
+    ("renamed_setting", ["validate_data=false"], ["- validate_data:", "renamed: 'check_data'"]),
     ("gres_mismatch", ["hw=a800", "hw.gres=gpu:4"], ["hw.gres"]),
     (
         "megatron_for_deepspeed",

@@ -145,3 +145,14 @@ def test_an_old_run_config_still_reports(sweep):
     cfg.write_text(text.replace("model:\n", "model:\n  a_removed_setting: 1\n", 1))
     _, rows = report([sweep], plots=False)
     assert rows[0].metrics.mfu == pytest.approx(mfu) and 0 < mfu < 1
+
+
+def test_report_keeps_the_nodes_outcome_keys(sweep):
+    """report adds figures beside the node's summary.json keys and never rewrites them."""
+    path = sweep / "0" / "summary.json"
+    node = {**json.loads(path.read_text()), "steps": 19, "final_loss": 1.5}
+    path.write_text(json.dumps(node))
+    report([sweep], plots=False)
+    s0 = json.loads(path.read_text())
+    assert (s0["steps"], s0["final_loss"]) == (19, 1.5)  # the node's, not report's 20 / 1.6x
+    assert s0["verdict"] == "PASS" and "tgs" in s0

@@ -131,9 +131,15 @@ def compose(overrides: list[str], *, multirun: bool = False) -> tuple[DictConfig
     return cfg, [_suggest(p, cfg) for p in problems] + data_select.problems(remaining, cfg)
 
 
+RENAMED = {"validate_data": "check_data"}
+"""Settings an earlier version took, and what they are called now (no alias: one name each)."""
+
+
 def _suggest(problem: Problem, cfg: DictConfig) -> Problem:
     if not problem.message.startswith("unknown setting"):
         return problem
+    if problem.setting in RENAMED:
+        return Problem(problem.setting, f"unknown setting (renamed: '{RENAMED[problem.setting]}')")
     parent, _, leaf = problem.setting.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     keys = [str(k) for k in node] if isinstance(node, DictConfig) else []

@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from launcher.config.convert import lenient
 from launcher.config.spec import BenchmarkSpec, HwSpec, ModelSpec
-from launcher.contract import Plan
+from launcher.contract import Plan, Summary
 from launcher.flops import ALL_TRAINABLE, check_countable
 from launcher.report.collect import LogError, load
 from launcher.report.collect.metrics import Metrics, compute
@@ -247,11 +247,20 @@ def plot(rows: Sequence[Row], out_dir: Path) -> list[str]:
     return written
 
 
+OUTCOME_KEYS = frozenset(f.name for f in fields(Summary))
+
+
 def update_summary(row: Row) -> bool:
-    """Add the metrics to a run dir's summary.json; False when the run has not ended."""
+    """Add the metrics to a run dir's summary.json; False when the run has not ended.
+
+    The node's outcome keys (contract.Summary: `steps`, `final_loss`, ...) stay as the node
+    wrote them; report fills one in only where the node did not (a run from before it did)."""
     if row.metrics is None:
         return False
-    return RunDir(row.path).update_summary(summary_figures(row))
+    run = RunDir(row.path)
+    node = run.summary() or {}
+    figures = summary_figures(row).items()
+    return run.update_summary({k: v for k, v in figures if k not in OUTCOME_KEYS or k not in node})
 
 
 def report(
