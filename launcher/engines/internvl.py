@@ -16,6 +16,7 @@ from typing import Any
 
 from internvl_chat.prompts import system_message
 from launcher.config import tracking
+from launcher.config.datafacts import MetaRead
 from launcher.config.generations import generation_args
 from launcher.config.spec import DatasetEntry, JobSpec, Problem
 from launcher.contract import Derived, NodeLaunch, Outcome, Plan, PrepareStep
@@ -170,7 +171,7 @@ class InternVLEngine(Defaults):
     def optimizer_steps(self, spec: JobSpec, derived: Derived, samples: int) -> int:
         return math.ceil(spec.epochs * self.steps_per_epoch(spec, derived, samples))
 
-    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
+    def check(self, spec: JobSpec, derived: Derived, meta: MetaRead) -> list[Problem]:
         out = []
         d = spec.data
         if d.format != "internvl_meta":
@@ -296,7 +297,7 @@ class InternVLEngine(Defaults):
             args = {k: v for k, v in args.items() if k in allowed and v is not None}
         return args
 
-    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
         files = {
             run.deepspeed_json.name: _dump(
                 ds_config.render(spec, derived, optimizer_block=self.official)
@@ -304,9 +305,8 @@ class InternVLEngine(Defaults):
             run.train_args_json.name: _dump(self.train_args(spec, derived, run)),
         }
         if not spec.data.generate:
-            meta = meta_entries(spec)
-            if meta is not None:
-                files[run.meta_json.name] = _dump(meta)
+            if meta.entries is not None:
+                files[run.meta_json.name] = _dump(meta.entries)
             if spec.data.eval_meta_file and Path(spec.data.eval_meta_file).exists():
                 files[run.eval_meta_json.name] = Path(spec.data.eval_meta_file).read_text()
         return files

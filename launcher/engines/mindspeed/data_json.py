@@ -5,6 +5,7 @@ requires (shared/specs/mindspeed_mm.md). Pure."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,17 @@ NORMALIZE = {
 }
 
 
-def dataset_paths(spec: JobSpec) -> tuple[list[tuple[str, str, float]], str | None]:
-    """[(data_path, data_folder, repeat_time)] and the validation annotation, if any."""
-    from launcher.engines.internvl import meta_entries
-
+def dataset_paths(
+    spec: JobSpec, entries: Mapping[str, Any] | None
+) -> tuple[list[tuple[str, str, float]], str | None]:
+    """[(data_path, data_folder, repeat_time)] of `entries` (the meta JSON as the check stage
+    read it) and the validation annotation, if any."""
     d = spec.data
     if d.generate == "synthetic":
         root = str(Path(d.dir))
         return [(f"{root}/train.jsonl", root, 1)], None
-    entries = meta_entries(spec) or {}
-    train = [(e["annotation"], e["root"], e.get("repeat_time", 1)) for e in entries.values()]
+    found = (entries or {}).values()
+    train = [(e["annotation"], e["root"], e.get("repeat_time", 1)) for e in found]
     val = None
     if d.eval_meta_file and Path(d.eval_meta_file).exists():
         evals = list(json.loads(Path(d.eval_meta_file).read_text()).values())
@@ -34,9 +36,9 @@ def dataset_paths(spec: JobSpec) -> tuple[list[tuple[str, str, float]], str | No
     return train, val
 
 
-def data_json(spec: JobSpec) -> dict[str, Any]:
+def data_json(spec: JobSpec, entries: Mapping[str, Any] | None) -> dict[str, Any]:
     m, d = spec.model, spec.data
-    train, val = dataset_paths(spec)
+    train, val = dataset_paths(spec, entries)
     data_path, data_folder, repeat = train[0] if train else ("", "", 1)
     repeat = int(repeat) if float(repeat).is_integer() else repeat
     basic: dict[str, Any] = {
