@@ -1,6 +1,6 @@
 """Issue 18 item 4: each input file is read once per launch.
 
-The check stage reads data.meta_file and scans each annotation file once
+The check stage reads data.meta_file and data.eval_meta_file, and scans each annotation file, once
 (launcher.config.datafacts.read_meta); the data problems, the sample counts, the memory
 estimate, the duration line and every engine's check and files take that read instead of
 opening the files again."""
@@ -69,11 +69,14 @@ def test_meta_and_annotations_are_read_once(engine: str, tmp_path: Path, monkeyp
     ann.write_text("".join(json.dumps({"id": i, **row}) + "\n" for i in range(40)))
     meta = tmp_path / "meta.json"  # relative paths: the plan's copy makes them absolute
     meta.write_text(json.dumps({"d": {"root": "images", "annotation": "train.jsonl"}}))
+    evals = tmp_path / "meta_eval.json"
+    evals.write_text(json.dumps({"e": {"root": "images", "annotation": "train.jsonl"}}))
     cfg, problems = composing.compose(
         [
             *ENGINES[engine],
             "data=meta_file",
             f"data.meta_file={meta}",
+            f"data.eval_meta_file={evals}",
             "check_data=false",
             "dry_run=true",
             f"run_dir={tmp_path}/run",
@@ -84,6 +87,7 @@ def test_meta_and_annotations_are_read_once(engine: str, tmp_path: Path, monkeyp
     plan, _ = plan_from_config(cfg, problems)
     assert counts[str(meta)] == 1, counts
     assert counts[str(ann)] == 1, counts
+    assert counts[str(evals)] == 1, counts
     # what the one read fed: the sample count, the memory estimate's lengths, the engine's files
     assert any("40 samples, lines counted" in n for n in plan.notes), plan.notes
     assert any(str(ann) in text for name, text in plan.files.items() if name != "plan.json")

@@ -38,21 +38,30 @@ class Dataset:
     basis: str
 
 
-def load_meta(
-    path: str, setting: str = "data.meta_file"
-) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """The meta JSON at `path` as {name: entry}, or None and the problems that prevent it."""
+def read_text(path: str, setting: str) -> tuple[str | None, list[Problem]]:
+    """The text of the meta JSON at `path`, or None and the problem that prevents reading it."""
     p = Path(path)
     if p.is_dir():
         return None, [Problem(setting, f"{path} is a directory; name the meta JSON file in it")]
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8"), []
     except UnicodeDecodeError as e:
         return None, [
             Problem(setting, f"{path}: not UTF-8 text (byte {e.start}); give a JSON file")
         ]
     except OSError as e:
         return None, [Problem(setting, f"{path}: cannot read it ({e.strerror})")]
+
+
+def load_meta(
+    path: str, setting: str = "data.meta_file", text: str | None = None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The meta JSON at `path` (`text`: its content, when already read) as {name: entry}, or
+    None and the problems that prevent it."""
+    if text is None:
+        text, problems = read_text(path, setting)
+        if text is None:
+            return None, problems
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
@@ -95,17 +104,22 @@ class MetaRead:
     """data.meta_file as read once per launch (launcher.plan.check), passed to what needs it."""
 
     entries: dict[str, Any] | None
-    """The meta JSON the job reads, paths absolute (engines.internvl.meta_entries); None: not
-    readable here."""
+    """The meta JSON the job reads (data.meta_file's, or data.datasets' as
+    engines.internvl.meta_entries writes it), paths absolute; None: not readable here."""
     problems: tuple[Problem, ...] = ()
     """Why data.meta_file cannot be read (load_meta)."""
     annotations: dict[str, Annotation] = field(default_factory=dict)
     """Each annotation file of the job (the entries', or data.json_path), scanned once."""
+    eval_text: str | None = None
+    """data.eval_meta_file as read (None: not set, or not here), copied into the run dir."""
+    eval_problems: tuple[Problem, ...] = ()
+    """Why data.eval_meta_file cannot be read (load_meta)."""
 
 
 def read_meta(spec: JobSpec) -> MetaRead:
-    """Read data.meta_file (or take data.datasets) once, and each annotation file in it: the
-    entries, the file's problems and the annotations' line counts and sample lengths."""
+    """Read data.meta_file (or take data.datasets), each annotation file in it and
+    data.eval_meta_file once: the entries, the files' problems and the annotations' line counts
+    and sample lengths."""
     from launcher.engines.internvl import meta_entries, with_absolute_paths
 
     d = spec.data
@@ -118,7 +132,12 @@ def read_meta(spec: JobSpec) -> MetaRead:
     paths = [e.get("annotation") for e in (entries or {}).values() if isinstance(e, dict)]
     paths = [d.json_path] if d.format == "llava_json" else paths
     scans = {} if d.generate else {p: scan(p) for p in paths if isinstance(p, str)}
-    return MetaRead(entries, tuple(problems), scans)
+    eval_text, eval_problems = None, []
+    if d.eval_meta_file and not d.generate and Path(d.eval_meta_file).exists():
+        eval_text, eval_problems = read_text(d.eval_meta_file, "data.eval_meta_file")
+        if eval_text is not None:
+            eval_problems = load_meta(d.eval_meta_file, "data.eval_meta_file", eval_text)[1]
+    return MetaRead(entries, tuple(problems), scans, eval_text, tuple(eval_problems))
 
 
 def scan(path: str) -> Annotation:
@@ -221,8 +240,7 @@ def data_problems(spec: JobSpec, meta: MetaRead | None = None) -> list[Problem]:
     out: list[Problem] = []
     if d.meta_file and not d.generate:
         out += meta.problems
-    if d.eval_meta_file and not d.generate and Path(d.eval_meta_file).exists():
-        out += load_meta(d.eval_meta_file, "data.eval_meta_file")[1]
+    out += meta.eval_problems
     if out or d.generate:
         return out
     for x in datasets(spec, meta):

@@ -66,15 +66,9 @@ TRAINING_ARGS = {
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
 
 
-def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
-    """The meta JSON content the job will read (None when a user meta file is not visible here)."""
-    d = spec.data
-    if d.meta_file:
-        path = Path(d.meta_file)
-        from launcher.config.datafacts import load_meta
-
-        return with_absolute_paths(path, load_meta(str(path))[0] if path.exists() else None)
-    return {name: _entry(e) for name, e in d.datasets.items()}
+def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]]:
+    """The meta JSON of data.datasets (data.meta_file's is read by datafacts.read_meta)."""
+    return {name: _entry(e) for name, e in spec.data.datasets.items()}
 
 
 def with_absolute_paths(path: Path, meta: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -307,8 +301,8 @@ class InternVLEngine(Defaults):
         if not spec.data.generate:
             if meta.entries is not None:
                 files[run.meta_json.name] = _dump(meta.entries)
-            if spec.data.eval_meta_file and Path(spec.data.eval_meta_file).exists():
-                files[run.eval_meta_json.name] = Path(spec.data.eval_meta_file).read_text()
+            if meta.eval_text is not None:
+                files[run.eval_meta_json.name] = meta.eval_text
         return files
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:

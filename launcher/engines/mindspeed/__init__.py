@@ -162,7 +162,7 @@ class MindSpeedEngine(Defaults):
     def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
         split = _split(spec)
         files = {
-            run.mindspeed_data_json: _dump(data_json(spec, meta.entries)),
+            run.mindspeed_data_json: _dump(data_json(spec, meta.entries, meta.eval_text)),
             run.mindspeed_model_json: _dump(model_json(spec, split)),
             run.mindspeed_convert_sh: convert_sh(spec, split, run),
         }
