@@ -22,6 +22,12 @@ from launcher.submit.pipeline import plan_from_config
 
 ENGINES = {
     "internvl_chat": ["model=internvl2_2b", "hw=a800"],
+    "internvl_official": [  # a checkout absent here: a dry run plans it all the same
+        "model=internvl2_2b",
+        "hw=a800",
+        "model.engine=internvl_official",
+        "model.internvl_root=/src/InternVL",
+    ],
     "xtuner": [
         "model=internvl2_2b",
         "hw=a800",
