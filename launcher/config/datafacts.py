@@ -130,8 +130,9 @@ def read_meta(spec: JobSpec) -> MetaRead:
         meta, problems = load_meta(d.meta_file, "data.meta_file")
         entries = with_absolute_paths(Path(d.meta_file), meta)
     paths = [e.get("annotation") for e in (entries or {}).values() if isinstance(e, dict)]
-    paths = [d.json_path] if d.format == "llava_json" else paths
-    scans = {} if d.generate else {p: scan(p) for p in paths if isinstance(p, str)}
+    llava = d.format == "llava_json"  # one JSON array: its lines are not samples
+    paths = [d.json_path] if llava else paths
+    scans = {} if d.generate else {p: scan(p, not llava) for p in paths if isinstance(p, str)}
     eval_text, eval_problems = None, []
     if d.eval_meta_file and not d.generate and Path(d.eval_meta_file).exists():
         eval_text, eval_problems = read_text(d.eval_meta_file, "data.eval_meta_file")
@@ -140,14 +141,15 @@ def read_meta(spec: JobSpec) -> MetaRead:
     return MetaRead(entries, tuple(problems), scans, eval_text, tuple(eval_problems))
 
 
-def scan(path: str) -> Annotation:
-    """Count the lines of the annotation at `path` and size its first samples, in one read."""
+def scan(path: str, count: bool = True) -> Annotation:
+    """Count the lines of the annotation at `path` (when `count`) and size its first samples,
+    in one read."""
     p = Path(path)
     try:
         if not p.is_file():
             return Annotation()
         with p.open("rb") as f:
-            if p.stat().st_size > COUNT_BYTES:
+            if not count or p.stat().st_size > COUNT_BYTES:
                 return Annotation(None, _sizes(f.read(SCAN_BYTES)))
             head, lines = bytearray(), 0
             for line in f:
