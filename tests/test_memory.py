@@ -167,7 +167,8 @@ def test_the_seed001_command_plans_without_a_memory_warning(tmp_path):
 
 
 def test_lengths_are_scanned_where_the_data_is_readable(tmp_path):
-    from launcher.plan.lengths import TURN_TOKENS, sample_tokens
+    from launcher.config.datafacts import TURN_TOKENS
+    from launcher.plan.lengths import sample_tokens
 
     rows = [
         {"id": 1, "image": "a.png", "conversations": [

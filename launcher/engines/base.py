@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from launcher.config.datafacts import MetaRead
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived, NodeLaunch, Outcome, Plan, PrepareStep
 from launcher.rundir import RunDir
@@ -43,8 +44,9 @@ class Engine(Protocol):
     """How a resumed attempt continues (printed by `launch.py resume`)."""
 
     # planning, on the login node -------------------------------------------------------
-    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
-        """Engine-specific problems (e.g. a ZeRO stage it cannot use)."""
+    def check(self, spec: JobSpec, derived: Derived, meta: MetaRead) -> list[Problem]:
+        """Engine-specific problems (e.g. a ZeRO stage it cannot use); `meta`: the data as the
+        check stage read it (never read again here)."""
         ...
 
     def model_problems(self, spec: JobSpec) -> list[Problem]:
@@ -80,8 +82,9 @@ class Engine(Protocol):
         """plan.json's `megatron` record (the Megatron layout), None for other engines."""
         ...
 
-    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
-        """Files the job reads, as run-dir-relative name -> text."""
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
+        """Files the job reads, as run-dir-relative name -> text; `meta.entries`: the meta JSON
+        the job reads (paths absolute; None: not readable here), as the check stage read it."""
         ...
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]: ...

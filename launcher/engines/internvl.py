@@ -16,6 +16,7 @@ from typing import Any
 
 from internvl_chat.prompts import system_message
 from launcher.config import tracking
+from launcher.config.datafacts import MetaRead
 from launcher.config.generations import generation_args
 from launcher.config.spec import DatasetEntry, JobSpec, Problem
 from launcher.contract import Derived, NodeLaunch, Outcome, Plan, PrepareStep
@@ -65,15 +66,9 @@ TRAINING_ARGS = {
 SYNTHETIC_LAYOUT = {"meta": "meta.json", "eval_meta": "meta_eval.json"}
 
 
-def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]] | None:
-    """The meta JSON content the job will read (None when a user meta file is not visible here)."""
-    d = spec.data
-    if d.meta_file:
-        path = Path(d.meta_file)
-        from launcher.config.datafacts import load_meta
-
-        return with_absolute_paths(path, load_meta(str(path))[0] if path.exists() else None)
-    return {name: _entry(e) for name, e in d.datasets.items()}
+def meta_entries(spec: JobSpec) -> dict[str, dict[str, Any]]:
+    """The meta JSON of data.datasets (data.meta_file's is read by datafacts.read_meta)."""
+    return {name: _entry(e) for name, e in spec.data.datasets.items()}
 
 
 def with_absolute_paths(path: Path, meta: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -170,7 +165,7 @@ class InternVLEngine(Defaults):
     def optimizer_steps(self, spec: JobSpec, derived: Derived, samples: int) -> int:
         return math.ceil(spec.epochs * self.steps_per_epoch(spec, derived, samples))
 
-    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
+    def check(self, spec: JobSpec, derived: Derived, meta: MetaRead) -> list[Problem]:
         out = []
         d = spec.data
         if d.format != "internvl_meta":
@@ -296,7 +291,7 @@ class InternVLEngine(Defaults):
             args = {k: v for k, v in args.items() if k in allowed and v is not None}
         return args
 
-    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
         files = {
             run.deepspeed_json.name: _dump(
                 ds_config.render(spec, derived, optimizer_block=self.official)
@@ -304,11 +299,10 @@ class InternVLEngine(Defaults):
             run.train_args_json.name: _dump(self.train_args(spec, derived, run)),
         }
         if not spec.data.generate:
-            meta = meta_entries(spec)
-            if meta is not None:
-                files[run.meta_json.name] = _dump(meta)
-            if spec.data.eval_meta_file and Path(spec.data.eval_meta_file).exists():
-                files[run.eval_meta_json.name] = Path(spec.data.eval_meta_file).read_text()
+            if meta.entries is not None:
+                files[run.meta_json.name] = _dump(meta.entries)
+            if meta.eval_text is not None:
+                files[run.eval_meta_json.name] = meta.eval_text
         return files
 
     def prepare(self, spec: JobSpec, run: RunDir, python: str) -> list[PrepareStep]:

@@ -40,6 +40,7 @@ class Checked:
     """launcher.plan.memory's estimate (None without model dims), recorded in plan.json."""
     preflight: DataPreflight = NOT_CHECKED
     probed: site.SiteReport | None = None  # the nodes' python, sinfo's partition: found once
+    meta: datafacts.MetaRead | None = None  # the data's files, read once: engines render from it
 
 
 def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) -> Checked:
@@ -54,7 +55,7 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     probed = site.probe(spec)  # its problems come after the rules' (below)
     if derived is not None:
         engine = get_engine(spec.model.engine)
-        problems += engine.check(spec, derived)
+        problems += engine.check(spec, derived, meta)
         tracker = check_extra.tracker_python(spec, probed.python)
         problems += tracking.check(spec, tracker, supported=engine.tracks)
         est = memory_estimate(spec, derived, meta)
@@ -78,7 +79,7 @@ def check(spec: JobSpec, *, memory_is_fatal: bool = False, data: bool = True) ->
     preflight = data_preflight(spec, probed.python) if data and not problems else NOT_CHECKED
     problems += preflight.problems
     notes = (*probed.lines, *more_notes, preflight.note, "checked: " + ", ".join(checked))
-    return Checked(derived, tuple(problems), tuple(warnings), notes, est, preflight, probed)
+    return Checked(derived, tuple(problems), tuple(warnings), notes, est, preflight, probed, meta)
 
 
 def lookup(spec: Any, dotted: str) -> Any:

@@ -54,9 +54,9 @@ def make_plan(
     derived = checked.derived
     run = RunDir(spec.run_dir)
     engine = get_engine(spec.model.engine)
-    assert checked.probed is not None
+    assert checked.probed is not None and checked.meta is not None
     python = checked.probed.python.path
-    files = {"config.yaml": config_yaml, **engine.files(spec, derived, run)}
+    files = {"config.yaml": config_yaml, **engine.files(spec, derived, run, checked.meta)}
     env = tracking.env(spec.tracking, run)  # what W&B / MLflow read on the nodes
     nodes = tuple(
         _with_env(engine.node_launch(spec, derived, run, r, python), reliability_env(spec) | env)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from launcher.config import datafacts
+from launcher.config.datafacts import MetaRead
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import (
     MASTER_ADDR,
@@ -63,7 +64,7 @@ class MindSpeedEngine(Defaults):
     resume_how = "pretrain_internvl.py loads RUN_DIR/output (--load, Megatron's latest iteration)"
 
     # planning ------------------------------------------------------------------------
-    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
+    def check(self, spec: JobSpec, derived: Derived, meta: MetaRead) -> list[Problem]:
         m, d = spec.model, spec.data
         out = [
             Problem(f"engine_args.{k}", "engine mindspeed takes no engine_args")
@@ -97,7 +98,7 @@ class MindSpeedEngine(Defaults):
         elif d.generate not in (None, "synthetic"):
             out.append(Problem("data.generate", f"{d.generate!r} data is not InternVL data"))
         elif not d.generate:
-            train, _ = dataset_paths(spec)
+            train, _ = dataset_paths(spec, meta.entries)
             if len(train) != 1 and (d.datasets or d.meta_file):
                 out.append(
                     Problem(
@@ -109,7 +110,7 @@ class MindSpeedEngine(Defaults):
                 )
         if not d.generate and not (d.datasets or d.meta_file):
             out.append(Problem("data", "no dataset: set data.datasets or data.meta_file"))
-        samples = datafacts.total_samples(datafacts.datasets(spec))
+        samples = datafacts.total_samples(datafacts.datasets(spec, meta))
         if render.count_iters(spec, derived, samples) is None:
             out.append(
                 Problem(
@@ -158,10 +159,10 @@ class MindSpeedEngine(Defaults):
             ),
         }
 
-    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
         split = _split(spec)
         files = {
-            run.mindspeed_data_json: _dump(data_json(spec)),
+            run.mindspeed_data_json: _dump(data_json(spec, meta.entries, meta.eval_text)),
             run.mindspeed_model_json: _dump(model_json(spec, split)),
             run.mindspeed_convert_sh: convert_sh(spec, split, run),
         }

@@ -5,6 +5,7 @@ requires (shared/specs/mindspeed_mm.md). Pure."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +18,29 @@ NORMALIZE = {
 }
 
 
-def dataset_paths(spec: JobSpec) -> tuple[list[tuple[str, str, float]], str | None]:
-    """[(data_path, data_folder, repeat_time)] and the validation annotation, if any."""
-    from launcher.engines.internvl import meta_entries
-
+def dataset_paths(
+    spec: JobSpec, entries: Mapping[str, Any] | None, eval_text: str | None = None
+) -> tuple[list[tuple[str, str, float]], str | None]:
+    """[(data_path, data_folder, repeat_time)] of `entries` (the meta JSON as the check stage
+    read it) and the validation annotation of `eval_text` (data.eval_meta_file's), if any."""
     d = spec.data
     if d.generate == "synthetic":
         root = str(Path(d.dir))
         return [(f"{root}/train.jsonl", root, 1)], None
-    entries = meta_entries(spec) or {}
-    train = [(e["annotation"], e["root"], e.get("repeat_time", 1)) for e in entries.values()]
+    found = (entries or {}).values()
+    train = [(e["annotation"], e["root"], e.get("repeat_time", 1)) for e in found]
     val = None
-    if d.eval_meta_file and Path(d.eval_meta_file).exists():
-        evals = list(json.loads(Path(d.eval_meta_file).read_text()).values())
+    if eval_text is not None:
+        evals = list(json.loads(eval_text).values())
         val = evals[0]["annotation"] if evals else None
     return train, val
 
 
-def data_json(spec: JobSpec) -> dict[str, Any]:
+def data_json(
+    spec: JobSpec, entries: Mapping[str, Any] | None, eval_text: str | None = None
+) -> dict[str, Any]:
     m, d = spec.model, spec.data
-    train, val = dataset_paths(spec)
+    train, val = dataset_paths(spec, entries, eval_text)
     data_path, data_folder, repeat = train[0] if train else ("", "", 1)
     repeat = int(repeat) if float(repeat).is_integer() else repeat
     basic: dict[str, Any] = {

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from launcher.config.datafacts import MetaRead
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import Derived, NodeLaunch, Outcome, Plan, PrepareStep
 from launcher.engines.base import unknown_engine_args
@@ -138,8 +139,8 @@ class OfficialEngine(InternVLEngine):
             )
         return problems, warnings
 
-    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
-        out = super().check(spec, derived)
+    def check(self, spec: JobSpec, derived: Derived, meta: MetaRead) -> list[Problem]:
+        out = super().check(spec, derived, meta)
         setting = str(spec.engine_args.get("official_compat_edits", "auto")).lower()
         if setting not in ("auto", "true", "false"):
             out.append(Problem("engine_args.official_compat_edits", "auto, true or false"))
@@ -176,8 +177,8 @@ class OfficialEngine(InternVLEngine):
             args["use_cpu"] = True
         return {k: v for k, v in args.items() if k not in ENGINE_ARGS}
 
-    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
-        files = super().files(spec, derived, run)
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
+        files = super().files(spec, derived, run, meta)
         if bf16_as_official(spec):
             ds = json.loads(files[run.deepspeed_json.name])
             ds["bf16"]["enabled"] = True

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from launcher.config import tracking
+from launcher.config.datafacts import MetaRead
 from launcher.config.spec import JobSpec, Problem
 from launcher.contract import (
     MASTER_ADDR,
@@ -84,7 +85,7 @@ class XTunerEngine(Defaults):
         """XTuner trains whole epochs."""
         return int(spec.epochs) * self.steps_per_epoch(spec, derived, samples)
 
-    def check(self, spec: JobSpec, derived: Derived) -> list[Problem]:
+    def check(self, spec: JobSpec, derived: Derived, meta: MetaRead) -> list[Problem]:
         out = [
             Problem(
                 f"engine_args.{k}", f"unknown for engine xtuner; known: {', '.join(ENGINE_ARGS)}"
@@ -108,7 +109,7 @@ class XTunerEngine(Defaults):
         else:
             if not m.path:
                 out.append(Problem("model.path", "InternVL recipes need the checkpoint folder"))
-            if d.format == "internvl_meta" and not internvl_data(spec):
+            if d.format == "internvl_meta" and not internvl_data(spec, meta.entries):
                 out.append(
                     Problem(
                         "data",
@@ -128,10 +129,12 @@ class XTunerEngine(Defaults):
             out.append(Problem("epochs", "XTuner trains whole epochs; set max_steps instead"))
         return out
 
-    def files(self, spec: JobSpec, derived: Derived, run: RunDir) -> dict[str, str]:
+    def files(self, spec: JobSpec, derived: Derived, run: RunDir, meta: MetaRead) -> dict[str, str]:
         stem = base_stem(spec.model.xtuner_base)
         files = {
-            run.xtuner_config.name: render_xtuner_config(stem, overrides(spec, derived))
+            run.xtuner_config.name: render_xtuner_config(
+                stem, overrides(spec, derived, meta.entries)
+            )
             + tracking.xtuner_visualizer(spec.tracking, run),
             run.deepspeed_json.name: json.dumps(
                 ds_config.render(spec, derived, optimizer_block=False), indent=2

@@ -209,10 +209,11 @@ def image_tokens(spec: JobSpec) -> int:
     return (m.force_image_size // m.patch_size) ** 2
 
 
-def internvl_data(spec: JobSpec) -> dict[str, list[Any]]:
+def internvl_data(spec: JobSpec, entries: Mapping[str, Any] | None) -> dict[str, list[Any]]:
     """data_path / image_folder / repeat_times lists for XTuner's InternVL_V1_5_Dataset from our
-    data group: a LLaVA JSON, the synthetic set (built on node 0), or each meta entry ({} when
-    the meta file cannot be read here: XTunerEngine.check refuses that)."""
+    data group: a LLaVA JSON, the synthetic set (built on node 0), or each of `entries` (the
+    meta JSON as the check stage read it; {} when it cannot be read here: XTunerEngine.check
+    refuses that)."""
     d = spec.data
     if d.format == "llava_json":
         return {"data_path": [d.json_path], "image_folder": [d.image_folder], "repeat_times": [1]}
@@ -223,19 +224,17 @@ def internvl_data(spec: JobSpec) -> dict[str, list[Any]]:
             "image_folder": [root],
             "repeat_times": [1],
         }
-    from launcher.engines.internvl import meta_entries
-
-    entries = list((meta_entries(spec) or {}).values())
-    if not entries:
+    found = list((entries or {}).values())
+    if not found:
         return {}
     return {
-        "data_path": [e["annotation"] for e in entries],
-        "image_folder": [e["root"] for e in entries],
-        "repeat_times": [e.get("repeat_time", 1) for e in entries],
+        "data_path": [e["annotation"] for e in found],
+        "image_folder": [e["root"] for e in found],
+        "repeat_times": [e.get("repeat_time", 1) for e in found],
     }
 
 
-def overrides(spec: JobSpec, derived: Derived) -> dict[str, Any]:
+def overrides(spec: JobSpec, derived: Derived, entries: Mapping[str, Any] | None) -> dict[str, Any]:
     m, d = spec.model, spec.data
     acc = derived.gradient_accumulation_steps
     o: dict[str, Any] = {
@@ -253,7 +252,7 @@ def overrides(spec: JobSpec, derived: Derived) -> dict[str, Any]:
         "data_path": d.json_path,
         "image_folder": d.image_folder,
         # InternVL recipes: every dataset of our data group (never the base file's data_path)
-        **(internvl_data(spec) if BASES[base_stem(m.xtuner_base)] == "internvl" else {}),
+        **(internvl_data(spec, entries) if BASES[base_stem(m.xtuner_base)] == "internvl" else {}),
         "warmup_ratio": m.warmup_ratio,
         "freeze_llm": m.freeze_llm,
         "freeze_visual_encoder": m.freeze_backbone,
