@@ -118,7 +118,7 @@ def measured_rate(spec: JobSpec, derived: Derived) -> tuple[float, str] | None:
         if rate:
             scaled = rate / plan["world_size"] * derived.world_size
             return scaled, (
-                f"run {run.name}: {rate:.3g} samples/s on {plan['world_size']} device(s), "
+                f"run {run.root.name}: {rate:.3g} samples/s on {plan['world_size']} device(s), "
                 f"scaled to {derived.world_size}"
             )
     return None
