@@ -188,6 +188,18 @@ def test_b1_only_when_asked_and_labelled(tmp_path: Path):
     assert "official_fp32_load" not in json.loads(files["train_args.json"])
 
 
+@pytest.mark.parametrize("revision", ["pin", "head"])
+def test_p1_only_when_asked_and_labelled(tmp_path: Path, revision: str):
+    base = tiny_official(tmp_path, revision, "dry_run=true")
+    assert "- P1:" not in plan_files(base)["official_edits.md"]
+    files = plan_files(
+        tiny_official(tmp_path, revision, "dry_run=true", "+engine_args.official_lora_parity=true")
+    )
+    assert "- P1: BEHAVIOUR CHANGE, for a loss-parity check only" in files["official_edits.md"]
+    assert "+        # [launcher P1]" in files["official_edits.patch"]
+    assert "official_lora_parity" not in json.loads(files["train_args.json"])
+
+
 def test_gpu_hardware_gets_no_edits(tmp_path: Path):
     files = plan_files(tiny_official(tmp_path, "head", "dry_run=true") + ["hw=a100"])
     assert "none: the run uses the checkout's code unchanged" in files["official_edits.md"]

@@ -6,6 +6,9 @@ Adapters use lora_alpha = 2 r (spec §4.5) and carry peft's names (``base_model.
 
 from __future__ import annotations
 
+import math
+import zlib
+
 import torch
 
 from internvl_chat.model.llm import LORA_TARGETS
@@ -36,6 +39,26 @@ def wrap_llm_lora(model, r: int) -> None:
     model.language_model = get_peft_model(model.language_model, cfg)
     model.language_model.enable_input_require_grads()
     model.config.use_llm_lora = r
+
+
+def parity_init(module, seed: int) -> int:
+    """For a loss-parity check against the official trainer (``lora_parity_init``): each LoRA
+    adapter's A drawn from its own generator, seeded by ``seed`` and the module's name from
+    ``layers.`` on, and no LoRA dropout. Two programs that used their global RNGs differently
+    before wrapping (the official InternViT draws its embeddings even when loading) then start
+    from the same adapters and draw no masks; the launcher's edit P1 does the same to the
+    official code. Returns how many adapters it set."""
+    done = 0
+    for name, m in module.named_modules():
+        lora_a = getattr(m, "lora_A", None)
+        if lora_a is None or "default" not in lora_a or "layers." not in name:
+            continue
+        key = name[name.index("layers.") :].encode()
+        gen = torch.Generator().manual_seed(seed + zlib.crc32(key))
+        torch.nn.init.kaiming_uniform_(lora_a["default"].weight, a=math.sqrt(5), generator=gen)
+        m.lora_dropout["default"] = torch.nn.Identity()
+        done += 1
+    return done
 
 
 def merge_lora_state(sd: dict[str, torch.Tensor], scaling: float = LORA_SCALING) -> dict:

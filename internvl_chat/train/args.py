@@ -121,6 +121,9 @@ class TrainArgs:
     optimizer step and the trainer exits with 75 for the launcher to requeue."""
     eval_meta_path: str | None = None
     max_bad_sample_ratio: float = 0.05
+    lora_parity_init: bool = False
+    """LoRA adapters seeded per module and no LoRA dropout (model.lora.parity_init): only for a
+    loss-parity check against the official trainer with its edit P1; changes what is trained."""
     save_format: str | None = None
     """hf | github: the checkpoint format saved; None: the one loaded."""
     internvl_revision: str = "head"

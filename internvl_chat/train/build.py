@@ -63,6 +63,10 @@ def build_model(a: TrainArgs):
     )
     if not trainable:
         raise ArgsError("nothing to train: every parameter is frozen (freeze_* settings)")
+    if a.lora_parity_init and a.use_llm_lora:
+        from internvl_chat.model.lora import parity_init
+
+        print(f"[train] lora_parity_init: {parity_init(model.language_model, a.seed)} adapters")
     if a.bf16:
         model.to(torch.bfloat16)
     return model, tokenizer, trainable

@@ -9,7 +9,9 @@ unified diff (`official_edits.patch`) plus one line per edit with its reason
 
 Compatibility edits (E1-E4) change nothing where CUDA and flash-attn are present; the launcher
 applies none of them for GPU hardware. B1 changes what is trained (the model's load precision)
-and is applied only when asked for (engine_args.official_fp32_load=true).
+and is applied only when asked for (engine_args.official_fp32_load=true); so is P1 (LoRA
+adapters seeded per module, no LoRA dropout: engine_args.official_lora_parity=true), which
+exists for the loss-parity check against our trainer.
 
 Pure: texts in, texts out; anchors are matched by content, not line numbers, so a revision
 whose text moved still gets its edits, and one whose text changed is reported, not guessed.
@@ -39,6 +41,9 @@ REASONS = {
     "(Distributed package doesn't have NCCL built in)",
     "E4": "non-InternLM2 LLMs (Qwen2, Qwen3, LLaMA) are forced to flash_attention_2: eager when "
     "flash_attn is not installed (FlashAttention2 has been toggled on, but ... not installed)",
+    "P1": f"{BEHAVIOUR.upper()}, for a loss-parity check only: each LLM LoRA adapter's A drawn "
+    "from a generator seeded by the seed and its module name, and no LoRA dropout (ours does "
+    "the same with lora_parity_init), so both programs start from the same adapters",
     "B1": f"{BEHAVIOUR.upper()}: the model is always loaded in bf16; loaded in fp32 when "
     "bf16=False, so the official code trains in fp32 (it crashes with bf16=False otherwise: "
     "Input type (float) and bias type (c10::BFloat16) should be the same)",
@@ -121,7 +126,21 @@ def _replace(text: str, old: str, new: str, count: int | None = None) -> str | N
     return text.replace(old, new)
 
 
-def plan_edits(root: Path, *, compat: bool, fp32_load: bool) -> EditSet:
+P1_ANCHOR = "        model.config.use_llm_lora = model_args.use_llm_lora\n"
+P1 = (
+    "        # [launcher P1] behaviour change, for a loss-parity check: LoRA A seeded per module\n"
+    "        for _name, _mod in model.language_model.named_modules():\n"
+    "            if hasattr(_mod, 'lora_A') and 'default' in _mod.lora_A and 'layers.' in _name:\n"
+    "                _key = _name[_name.index('layers.'):].encode()\n"
+    "                _seed = training_args.seed + __import__('zlib').crc32(_key)\n"
+    "                _gen = torch.Generator().manual_seed(_seed)\n"
+    "                torch.nn.init.kaiming_uniform_(\n"
+    "                    _mod.lora_A['default'].weight, a=math.sqrt(5), generator=_gen)\n"
+    "                _mod.lora_dropout['default'] = torch.nn.Identity()\n"
+)
+
+
+def plan_edits(root: Path, *, compat: bool, fp32_load: bool, lora_parity: bool = False) -> EditSet:
     """The edits for the checkout's `internvl_chat/` folder `root` (read here, never written)."""
     originals = {}
     problems = []
@@ -192,6 +211,8 @@ def plan_edits(root: Path, *, compat: bool, fp32_load: bool) -> EditSet:
             ),
             "torch_dtype=torch.bfloat16",
         )
+    if lora_parity:
+        edit("P1", FINETUNE, _replace(texts[FINETUNE], P1_ANCHOR, P1_ANCHOR + P1, 1), P1_ANCHOR)
     patch = "".join(
         "".join(
             difflib.unified_diff(

@@ -36,6 +36,7 @@ ENGINE_ARGS = {
     "official_env": "the official trainer's env on the nodes (default: the tree's, "
     f"{trees.ENVS[trees.CHAT].name} or {trees.ENVS[trees.GPT_OSS].name} beside launch.py)",
     "official_fp32_load": "B1, a behaviour change: load the model in fp32 when bf16=False",
+    "official_lora_parity": "P1, a behaviour change for parity checks: LoRA seeded per module",
     "official_compat_edits": "E1-E4: auto (CPU hardware only), true or false",
 }
 COPY = "official"
@@ -96,7 +97,10 @@ def _code(spec: JobSpec) -> Path:
 
 def plan_edits(spec: JobSpec) -> editing.EditSet:
     fp32 = bool(spec.engine_args.get("official_fp32_load", False))
-    return editing.plan_edits(_checkout(spec), compat=compat_edits(spec), fp32_load=fp32)
+    parity = bool(spec.engine_args.get("official_lora_parity", False))
+    return editing.plan_edits(
+        _checkout(spec), compat=compat_edits(spec), fp32_load=fp32, lora_parity=parity
+    )
 
 
 class OfficialEngine(InternVLEngine):
